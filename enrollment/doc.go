@@ -1,0 +1,29 @@
+// Package enrollment activates new phones and keeps the devices of each
+// practitioner, with their state in Redis.
+//
+// Activation states:
+//
+//	pending ──(right secret or code, key and proof good, under the device limit)──▶ used
+//	pending ──(5th wrong secret or code)──▶ destroyed
+//	pending ──(activation_ttl passes)──▶ expired (computed from expires_at)
+//
+// Only a wrong secret or code uses an attempt; a malformed request, a bad key
+// or proof, a key already enrolled or the device limit leave the activation
+// usable. An ended activation stays readable by the desk for 24 hours.
+//
+// Device states:
+//
+//	active ◀──▶ suspended      (desk: suspend / resume)
+//	active, suspended ──▶ revoked   (desk or the practitioner; final)
+//
+// A public key is enrolled at most once, ever: its RFC 7638 thumbprint is
+// claimed with SET NX and never released once a device holds it.
+//
+// Every check-and-change step is one Lua script on one hash tag, the
+// practitioner's ({sub:<idNat>}), which also appends the audit entry of the
+// change to the practitioner's audit stream in the same step. docs/redis.md
+// lists the keys. Round trips: an enrolment takes three (read the activation
+// and claim the key; write the device pointer and run the enrolment script;
+// copy the audit entry to the global stream); a device request proof takes
+// one once its device's public key is cached (keys are immutable).
+package enrollment

@@ -1,0 +1,136 @@
+package enrollment
+
+import "github.com/redis/go-redis/v9"
+
+// Key layout (docs/redis.md). Every key starts with the configured prefix.
+// Keys that one script touches together share a hash tag.
+//
+//	{act:<activation_id>}            string JSON, immutable part of an activation
+//	                                 (subject, hashes of secret and code, expiry);
+//	                                 TTL activation_ttl + 24 h
+//	{sub:<idNat>}:act:<activation_id> hash status|attempts|expires_ms|device_id;
+//	                                 TTL activation_ttl + 24 h
+//	{sub:<idNat>}:devices            hash device_id -> device JSON; no TTL: devices
+//	                                 live until revoked, and revoked ones stay listed
+//	{sub:<idNat>}:jti:<device>:<jti> string, a seen proof jti; TTL 2 x proof_max_skew
+//	{dev:<device_id>}                string JSON {subject, jwk}, immutable; no TTL
+//	{key:<thumbprint>}               string device_id; no TTL: a key is never
+//	                                 enrolled twice
+type keys struct{ prefix string }
+
+func (k keys) activation(id string) string { return k.prefix + "{act:" + id + "}" }
+func (k keys) activationState(subject, id string) string {
+	return k.prefix + "{sub:" + subject + "}:act:" + id
+}
+func (k keys) devices(subject string) string { return k.prefix + "{sub:" + subject + "}:devices" }
+func (k keys) jti(subject, deviceID, jti string) string {
+	return k.prefix + "{sub:" + subject + "}:jti:" + deviceID + ":" + jti
+}
+func (k keys) device(id string) string       { return k.prefix + "{dev:" + id + "}" }
+func (k keys) publicKey(thumb string) string { return k.prefix + "{key:" + thumb + "}" }
+
+// countLive counts the devices that are not revoked: the device limit.
+const countLiveLua = `
+local function count_live(devices)
+  local n = 0
+  for _, v in ipairs(redis.call('HVALS', devices)) do
+    if cjson.decode(v).status ~= 'revoked' then n = n + 1 end
+  end
+  return n
+end
+`
+
+// createActivationScript: KEYS[1] devices, KEYS[2] activation state, KEYS[3] audit.
+// ARGV: max devices, expires_ms, ttl_ms, audit entry, minid, audit ttl.
+var createActivationScript = redis.NewScript(auditLua + countLiveLua + `
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'ok' end
+if count_live(KEYS[1]) >= tonumber(ARGV[1]) then return 'limit' end
+redis.call('HSET', KEYS[2], 'status', 'pending', 'attempts', 0, 'expires_ms', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+audit_append(KEYS[3], ARGV[4], ARGV[5], ARGV[6])
+return 'ok'
+`)
+
+// failAttemptScript: KEYS[1] activation state, KEYS[2] audit.
+// ARGV: now_ms, max attempts, failed entry, destroyed entry, minid, audit ttl.
+// Returns gone | failed | destroyed.
+var failAttemptScript = redis.NewScript(auditLua + `
+local st = redis.call('HMGET', KEYS[1], 'status', 'expires_ms')
+if st[1] ~= 'pending' or tonumber(st[2]) <= tonumber(ARGV[1]) then return 'gone' end
+local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+audit_append(KEYS[2], ARGV[3], ARGV[5], ARGV[6])
+if n >= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'status', 'destroyed')
+  audit_append(KEYS[2], ARGV[4], ARGV[5], ARGV[6])
+  return 'destroyed'
+end
+return 'failed'
+`)
+
+// enrolScript: KEYS[1] activation state, KEYS[2] devices, KEYS[3] audit.
+// ARGV: device_id, device JSON, max devices, now_ms, entry, minid, audit ttl.
+// Returns ok | gone | limit. A retry of a script that already ran answers ok.
+var enrolScript = redis.NewScript(auditLua + countLiveLua + `
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 'ok' end
+local st = redis.call('HMGET', KEYS[1], 'status', 'expires_ms')
+if st[1] ~= 'pending' or tonumber(st[2]) <= tonumber(ARGV[4]) then return 'gone' end
+if count_live(KEYS[2]) >= tonumber(ARGV[3]) then return 'limit' end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'status', 'used', 'device_id', ARGV[1])
+audit_append(KEYS[3], ARGV[5], ARGV[6], ARGV[7])
+return 'ok'
+`)
+
+// transitionScript changes a device's status: KEYS[1] devices, KEYS[2] audit.
+// ARGV: device_id, action (suspend|resume|revoke), entry, minid, audit ttl.
+// Returns {notfound} | {revoked} | {changed|same, device JSON after}.
+var transitionScript = redis.NewScript(auditLua + `
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return {'notfound'} end
+local d = cjson.decode(raw)
+local action = ARGV[2]
+local to
+if action == 'revoke' then
+  if d.status == 'revoked' then return {'same', raw} end
+  to = 'revoked'
+  d.push_token = ''
+elseif d.status == 'revoked' then
+  return {'revoked'}
+elseif action == 'suspend' then
+  to = 'suspended'
+else
+  to = 'active'
+end
+if d.status == to then return {'same', raw} end
+d.status = to
+raw = cjson.encode(d)
+redis.call('HSET', KEYS[1], ARGV[1], raw)
+audit_append(KEYS[2], ARGV[3], ARGV[4], ARGV[5])
+return {'changed', raw}
+`)
+
+// touchScript accepts a verified request proof: KEYS[1] devices, KEYS[2] jti.
+// ARGV: device_id, now (RFC 3339), jti ttl ms.
+// Returns unknown | suspended | revoked | replay | the device JSON.
+var touchScript = redis.NewScript(`
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 'unknown' end
+local d = cjson.decode(raw)
+if d.status ~= 'active' then return d.status end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then return 'replay' end
+d.last_used_at = ARGV[2]
+raw = cjson.encode(d)
+redis.call('HSET', KEYS[1], ARGV[1], raw)
+return raw
+`)
+
+// setPushTokenScript: KEYS[1] devices; ARGV device_id, token.
+var setPushTokenScript = redis.NewScript(`
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 'notfound' end
+local d = cjson.decode(raw)
+if d.status == 'revoked' then return 'revoked' end
+d.push_token = ARGV[2]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(d))
+return 'ok'
+`)
