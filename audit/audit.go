@@ -79,7 +79,7 @@ func (l *Log) subjectOpKey(subject, op string) string {
 	return l.prefix + "{sub:" + subject + "}:auditop:" + op
 }
 
-func (l *Log) globalStream() string       { return l.prefix + "{audit}:all" }
+func (l *Log) globalStream() string         { return l.prefix + "{audit}:all" }
 func (l *Log) globalOpKey(op string) string { return l.prefix + "{audit}:op:" + op }
 
 // opTTL is how long an operation id is remembered against retried appends.
@@ -124,10 +124,10 @@ func (l *Log) Append(ctx context.Context, e Entry) error {
 	op := newOpID()
 	pipe := l.rdb.Pipeline()
 	if e.Subject != "" {
-		appendScript.Run(ctx, pipe, []string{l.SubjectStream(e.Subject), l.subjectOpKey(e.Subject, op)},
+		appendScript.Eval(ctx, pipe, []string{l.SubjectStream(e.Subject), l.subjectOpKey(e.Subject, op)},
 			string(b), l.minID(e.Time), opTTL.Milliseconds(), int64(l.retention/time.Second))
 	}
-	appendScript.Run(ctx, pipe, []string{l.globalStream(), l.globalOpKey(op)},
+	appendScript.Eval(ctx, pipe, []string{l.globalStream(), l.globalOpKey(op)},
 		string(b), l.minID(e.Time), opTTL.Milliseconds(), 0)
 	_, err = pipe.Exec(ctx)
 	if err != nil && !errors.Is(err, redis.Nil) {
@@ -142,7 +142,7 @@ func (l *Log) Append(ctx context.Context, e Entry) error {
 func (l *Log) QueueGlobal(ctx context.Context, p redis.Pipeliner, entries ...Entry) {
 	for _, e := range entries {
 		b, _ := json.Marshal(e) // Entry has only marshalable fields.
-		appendScript.Run(ctx, p, []string{l.globalStream(), l.globalOpKey(newOpID())},
+		appendScript.Eval(ctx, p, []string{l.globalStream(), l.globalOpKey(newOpID())},
 			string(b), l.minID(e.Time), opTTL.Milliseconds(), 0)
 	}
 }

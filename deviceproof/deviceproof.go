@@ -9,11 +9,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
+	"io"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	josejson "github.com/go-jose/go-jose/v4/json"
 )
 
 // The JWS types of the contract.
@@ -127,9 +129,10 @@ func Parse(compact, wantTyp string) (*Token, error) {
 	if err != nil {
 		return nil, reject(ReasonMalformed)
 	}
+	// go-jose's json matches member names case-sensitively, as JOSE requires.
 	var h header
-	if err := json.Unmarshal(rawHeader, &h); err != nil {
-		return nil, reject(ReasonMalformed)
+	if err := decodeStrict(rawHeader, &h); err != nil {
+		return nil, err
 	}
 	if h.Alg != string(jose.ES256) {
 		return nil, reject(ReasonAlg)
@@ -153,10 +156,17 @@ func (t *Token) Verify(pub *ecdsa.PublicKey) ([]byte, error) {
 	return payload, nil
 }
 
-func decodeClaims(payload []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.UseNumber()
+// decodeClaims reads exactly one JSON object, member names matched
+// case-sensitively, nothing after it.
+func decodeClaims(payload []byte, v any) error { return decodeStrict(payload, v) }
+
+func decodeStrict(b []byte, v any) error {
+	dec := josejson.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(v); err != nil {
+		return reject(ReasonMalformed)
+	}
+	var extra josejson.RawMessage
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return reject(ReasonMalformed)
 	}
 	return nil
@@ -166,11 +176,10 @@ func decodeClaims(payload []byte, v any) error {
 type unixTime int64
 
 func (u *unixTime) UnmarshalJSON(b []byte) error {
-	var n json.Number
-	if err := json.Unmarshal(b, &n); err != nil {
-		return err
+	if len(b) == 0 || !(b[0] == '-' || b[0] >= '0' && b[0] <= '9') {
+		return errors.New("iat must be an integer")
 	}
-	i, err := n.Int64()
+	i, err := strconv.ParseInt(string(b), 10, 64)
 	if err != nil {
 		return err
 	}
@@ -319,7 +328,3 @@ func VerifyDecision(tok *Token, pub *ecdsa.PublicKey, now time.Time, skew time.D
 
 // IssuedAt returns the iat claim as a time.
 func (c RequestClaims) IssuedAt() time.Time { return time.Unix(int64(c.IAT), 0) }
-
-func (r Reason) String() string { return string(r) }
-
-var _ fmt.Stringer = Reason("")

@@ -77,7 +77,8 @@ func New(rdb redis.UniversalClient, log *audit.Log, opts Options) *Service {
 		pointers: make(map[string]devicePointer)}
 }
 
-func (s *Service) now() time.Time { return s.opts.Now().UTC() }
+// now is the clock of stored and shown times, to the second as the wire shows them.
+func (s *Service) now() time.Time { return s.opts.Now().UTC().Truncate(time.Second) }
 
 // Device is a practitioner's enrolled phone.
 type Device struct {
@@ -335,7 +336,8 @@ func (s *Service) Enrol(ctx context.Context, req EnrolRequest) (Device, error) {
 	ej, minID, ttl := s.audit.ScriptArgs(entry)
 	p = s.rdb.Pipeline()
 	p.Set(ctx, s.keys.device(deviceID), pj, 0)
-	res := enrolScript.Run(ctx, p,
+	res := enrolScript.Eval(ctx, p, // EVAL: a pipeline cannot fall back from EVALSHA
+
 		[]string{s.keys.activationState(act.Subject, req.ActivationID), s.keys.devices(act.Subject), s.audit.SubjectStream(act.Subject)},
 		deviceID, sj, s.opts.DevicesPerSubject, now.UnixMilli(), ej, minID, ttl)
 	if _, err := p.Exec(ctx); err != nil {
@@ -531,7 +533,7 @@ func (s *Service) AuthenticateRequest(ctx context.Context, compact string, req d
 	if err != nil {
 		return Device{}, err
 	}
-	claims, err := deviceproof.VerifyRequest(tok, ptr.key, req, s.now(), s.opts.ProofMaxSkew)
+	claims, err := deviceproof.VerifyRequest(tok, ptr.key, req, s.opts.Now(), s.opts.ProofMaxSkew)
 	if err != nil {
 		return Device{}, err
 	}

@@ -1,0 +1,104 @@
+# e-CPS backend: build, run and check.
+#   make run     local dev server on 127.0.0.1:8080 with a local Redis (installs redis-server if root)
+#   make test    all tests (race detector) against a throw-away Redis
+#   make bench   benchmarks against a throw-away Redis
+#   make fuzz    each fuzz target for FUZZTIME
+#   make lint    gofmt, go vet, staticcheck
+#   make build   bin/ecpsd, bin/ecps-device
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+GO          ?= go
+REDIS_PORT  ?= 6379
+LISTEN      ?= 127.0.0.1:8080
+FUZZTIME    ?= 15s
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+TEST_REDIS  := ./deploy/dev/test-redis.sh
+
+VAR_DIR   := $(CURDIR)/var
+REDIS_DIR := $(VAR_DIR)/redis
+
+.PHONY: build run test bench fuzz lint clean
+
+build:
+	mkdir -p bin
+	$(GO) build -o bin/ ./cmd/...
+
+# Dev server. With ECPS_REDIS_URL set, that Redis is used as is; otherwise a
+# local redis-server (AOF on, data in var/redis) is started on REDIS_PORT,
+# unless one already answers there. A fresh var/dev.yaml (demo client and desk
+# key printed once) is written on every run.
+run: build
+	mkdir -p "$(REDIS_DIR)"
+	@if [ -n "$${ECPS_REDIS_URL:-}" ]; then \
+		redis_url="$$ECPS_REDIS_URL"; \
+	else \
+		if ! command -v redis-server >/dev/null 2>&1; then \
+			if [ "$$(id -u)" = 0 ]; then \
+				echo ">> redis-server not found: installing it with apt-get"; \
+				apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
+			else \
+				echo "error: redis-server not found. Install it (Debian: sudo apt-get install redis-server)" >&2; \
+				echo "       or point ECPS_REDIS_URL at a running Redis." >&2; \
+				exit 1; \
+			fi; \
+		fi; \
+		if redis-cli -p $(REDIS_PORT) ping 2>/dev/null | grep -q PONG; then \
+			echo ">> using the redis-server already answering on port $(REDIS_PORT)"; \
+		else \
+			echo ">> starting redis-server on 127.0.0.1:$(REDIS_PORT) (data in $(REDIS_DIR))"; \
+			redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --daemonize yes \
+				--dir "$(REDIS_DIR)" --appendonly yes --appendfsync everysec \
+				--pidfile "$(REDIS_DIR)/redis.pid" --logfile "$(REDIS_DIR)/redis.log"; \
+			ok=; \
+			for i in $$(seq 1 100); do \
+				if redis-cli -p $(REDIS_PORT) ping 2>/dev/null | grep -q PONG; then ok=1; break; fi; \
+				sleep 0.1; \
+			done; \
+			if [ -z "$$ok" ]; then \
+				echo "error: redis-server did not answer on port $(REDIS_PORT); see $(REDIS_DIR)/redis.log" >&2; \
+				tail -n 20 "$(REDIS_DIR)/redis.log" >&2 || true; \
+				exit 1; \
+			fi; \
+		fi; \
+		redis_url="redis://127.0.0.1:$(REDIS_PORT)/0"; \
+	fi; \
+	bin/ecpsd dev-config -out "$(VAR_DIR)/dev.yaml" -listen "$(LISTEN)" -redis-url "$$redis_url"; \
+	exec bin/ecpsd -config "$(VAR_DIR)/dev.yaml"
+
+test:
+	$(TEST_REDIS) $(GO) test -race -count=1 -timeout 30m ./...
+
+bench:
+	$(TEST_REDIS) $(GO) test -run '^$$' -bench . -benchmem ./...
+
+fuzz:
+	@pkgs=$$($(GO) list ./...); \
+	n=0; \
+	for pkg in $$pkgs; do \
+		out=$$($(GO) test -list '^Fuzz' "$$pkg"); \
+		names=$$(printf '%s\n' "$$out" | grep -E '^Fuzz' || true); \
+		for name in $$names; do \
+			echo ">> $$pkg $$name ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+			n=$$((n + 1)); \
+		done; \
+	done; \
+	echo ">> $$n fuzz target(s) run"
+
+lint:
+	@echo ">> gofmt -l ."; \
+	unformatted=$$(gofmt -l .); \
+	if [ -n "$$unformatted" ]; then \
+		echo "gofmt: these files need formatting (run gofmt -w):" >&2; \
+		echo "$$unformatted" >&2; \
+		exit 1; \
+	fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+clean:
+	rm -rf bin cover.out
+	find . -name '*.test' -type f -delete
+	@echo "(var/ keeps the dev Redis data and var/dev.yaml: remove it by hand if wanted)"

@@ -1,0 +1,198 @@
+package api
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/ecps-sante/ecps/deviceproof"
+	"github.com/ecps-sante/ecps/enrollment"
+)
+
+// Keys of values kept in the gin context.
+const (
+	ctxRequestID = "ecps.request_id"
+	ctxBody      = "ecps.body"
+	ctxClient    = "ecps.client"
+	ctxOperator  = "ecps.operator"
+	ctxDevice    = "ecps.device"
+)
+
+// requestContext gives each request an id, and logs and counts it when done.
+func (s *Server) requestContext(c *gin.Context) {
+	start := time.Now()
+	id := c.GetHeader("X-Request-Id")
+	if !validRequestID(id) {
+		b := make([]byte, 12)
+		_, _ = rand.Read(b)
+		id = base64.RawURLEncoding.EncodeToString(b)
+	}
+	c.Set(ctxRequestID, id)
+	c.Header("X-Request-Id", id)
+	c.Next()
+
+	route := c.FullPath()
+	if route == "" {
+		route = "unmatched" // never the raw path: it may hold ids
+	}
+	status := c.Writer.Status()
+	elapsed := time.Since(start)
+	s.metrics.observeRequest(route, c.Request.Method, status, elapsed)
+	s.log.Info("request", "request_id", id, "method", c.Request.Method, "route", route,
+		"status", status, "duration_ms", float64(elapsed.Microseconds())/1000)
+}
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		ch := id[i]
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_' || ch == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func requestID(c *gin.Context) string { return c.GetString(ctxRequestID) }
+
+// recovery turns a panic into the contract's 500, with the stack in the log
+// only.
+func (s *Server) recovery(c *gin.Context) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		if r == http.ErrAbortHandler {
+			panic(r)
+		}
+		s.log.Error("panic", "request_id", requestID(c), "route", c.FullPath(), "panic", r, "stack", string(debug.Stack()))
+		if !c.Writer.Written() {
+			c.AbortWithStatusJSON(errServer.Status, errServer)
+		} else {
+			c.Abort()
+		}
+	}()
+	c.Next()
+}
+
+// bodyCap reads the body, at most MaxBody bytes, before any authentication:
+// 413 comes first, and the device proof needs the exact bytes for bh.
+func (s *Server) bodyCap(c *gin.Context) {
+	if c.Request.ContentLength > MaxBody {
+		s.writeError(c, errTooLarge)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, MaxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			s.writeError(c, errTooLarge)
+		} else {
+			s.writeError(c, invalidRequest("could not read the request body"))
+		}
+		return
+	}
+	c.Set(ctxBody, body)
+	c.Request.Body = io.NopCloser(bytes.NewReader(body))
+	c.Next()
+}
+
+func requestBody(c *gin.Context) []byte {
+	b, _ := c.Get(ctxBody)
+	body, _ := b.([]byte)
+	return body
+}
+
+// clientAuth authenticates an IdP client by HTTP Basic and checks a scope.
+func (s *Server) clientAuth(scope string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		id, secret, ok := c.Request.BasicAuth()
+		client := s.clients[id]
+		// Compare against something even for an unknown id, so that timing does
+		// not tell which ids exist.
+		stored := dummyHash
+		if client != nil {
+			stored = client.SecretSHA256
+		}
+		if !ok || !hashEqual(secret, stored) || client == nil {
+			c.Header("WWW-Authenticate", `Basic realm="ecps"`)
+			s.writeError(c, errBadClient)
+			return
+		}
+		if !client.HasScope(scope) {
+			s.writeError(c, errForbidden)
+			return
+		}
+		c.Set(ctxClient, client)
+		c.Next()
+	}
+}
+
+var dummyHash = [32]byte{1}
+
+// operatorAuth authenticates a desk operator by Bearer key. Every operator's
+// hash is compared, in constant time, whatever the key.
+func (s *Server) operatorAuth(c *gin.Context) {
+	key, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
+	var found *Operator
+	for i := range s.operators {
+		if hashEqual(key, s.operators[i].KeySHA256) && ok && key != "" {
+			found = &s.operators[i]
+		}
+	}
+	if found == nil {
+		c.Header("WWW-Authenticate", `Bearer realm="ecps"`)
+		s.writeError(c, errBadOperator)
+		return
+	}
+	c.Set(ctxOperator, found)
+	c.Next()
+}
+
+// deviceAuth verifies the ECPS-Proof of every /api/v1/device/ request.
+func (s *Server) deviceAuth(c *gin.Context) {
+	compact, ok := strings.CutPrefix(c.GetHeader("Authorization"), "ECPS-Proof ")
+	var (
+		d   enrollment.Device
+		err error
+	)
+	if !ok || compact == "" {
+		err = &deviceproof.Error{Reason: deviceproof.ReasonMissing}
+	} else {
+		d, err = s.enrollment.AuthenticateRequest(c.Request.Context(), compact, deviceproof.Request{
+			Method: c.Request.Method, Path: c.Request.URL.Path, Body: requestBody(c)})
+	}
+	if err != nil {
+		if reason := deviceproof.ReasonOf(err); reason != "" {
+			s.metrics.proofRejected(reason)
+			s.log.Info("device proof rejected", "request_id", requestID(c), "reason", string(reason))
+			c.Header("WWW-Authenticate", `ECPS-Proof realm="ecps"`)
+		}
+		s.writeError(c, err)
+		return
+	}
+	c.Set(ctxDevice, d)
+	c.Next()
+}
+
+// openAPIPath turns gin's ":name" segments into OpenAPI's "{name}".
+func openAPIPath(p string) string {
+	parts := strings.Split(p, "/")
+	for i, part := range parts {
+		if strings.HasPrefix(part, ":") {
+			parts[i] = "{" + part[1:] + "}"
+		}
+	}
+	return strings.Join(parts, "/")
+}

@@ -1,0 +1,173 @@
+// Package api is the HTTP face of the service: routes, wire types, the one
+// table that maps domain errors to the contract's codes, middleware
+// (request ids, body cap, recovery, client, operator and device-proof
+// authentication) and the OpenAPI description (openapi.yaml).
+//
+// Handlers stay thin: decode, call the domain, render. They return an error
+// and one adapter (handle) renders it.
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ecps-sante/ecps/audit"
+	"github.com/ecps-sante/ecps/enrollment"
+)
+
+// Client is an IdP allowed to call the service.
+type Client struct {
+	ID           string
+	Name         string
+	SecretSHA256 [sha256.Size]byte
+	Scopes       []string
+	RedirectURIs []string
+}
+
+// HasScope reports whether the client holds scope.
+func (c *Client) HasScope(scope string) bool {
+	for _, s := range c.Scopes {
+		if s == scope {
+			return true
+		}
+	}
+	return false
+}
+
+// Operator is an enrolment desk operator.
+type Operator struct {
+	Name      string
+	KeySHA256 [sha256.Size]byte
+}
+
+// Options are what the HTTP layer needs; cmd/ecpsd builds them from the config.
+type Options struct {
+	Logger         *slog.Logger
+	Clients        []Client
+	Operators      []Operator
+	TrustedProxies []string // nil: trust no proxy
+	// ServeMetrics puts /metrics on the main handler (no metrics_listen).
+	ServeMetrics bool
+	Registry     *prometheus.Registry
+	Metrics      *Metrics
+	Enrollment   *enrollment.Service
+	Audit        *audit.Log
+	// Ready answers /readyz: nil when Redis answers.
+	Ready func(ctx context.Context) error
+}
+
+// Server holds the routes.
+type Server struct {
+	log        *slog.Logger
+	clients    map[string]*Client
+	operators  []Operator
+	metrics    *Metrics
+	enrollment *enrollment.Service
+	audit      *audit.Log
+	ready      func(ctx context.Context) error
+	engine     *gin.Engine
+}
+
+// MaxBody is the contract's cap on request bodies.
+const MaxBody = 64 << 10
+
+// New builds the server and its routes.
+func New(opts Options) (*Server, error) {
+	s := &Server{log: opts.Logger, clients: map[string]*Client{}, operators: opts.Operators,
+		metrics: opts.Metrics, enrollment: opts.Enrollment, audit: opts.Audit, ready: opts.Ready}
+	for i := range opts.Clients {
+		c := opts.Clients[i]
+		s.clients[c.ID] = &c
+	}
+	e := gin.New()
+	e.HandleMethodNotAllowed = true
+	e.RedirectTrailingSlash = false
+	e.RedirectFixedPath = false
+	if err := e.SetTrustedProxies(opts.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("trusted proxies: %w", err)
+	}
+	e.Use(s.requestContext, s.recovery, s.bodyCap)
+	e.NoRoute(func(c *gin.Context) { s.writeError(c, errNotFound) })
+	e.NoMethod(func(c *gin.Context) { s.writeError(c, errMethodNotAllowed) })
+	s.engine = e
+	s.routes(opts)
+	return s, nil
+}
+
+// Handler returns the http.Handler of the service.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// Route is a method and a path template, OpenAPI style.
+type Route struct{ Method, Path string }
+
+// Routes lists every route served, for the spec test.
+func (s *Server) Routes() []Route {
+	var out []Route
+	for _, r := range s.engine.Routes() {
+		out = append(out, Route{Method: r.Method, Path: openAPIPath(r.Path)})
+	}
+	return out
+}
+
+// routes is the one place that lists every route.
+func (s *Server) routes(opts Options) {
+	e := s.engine
+	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	e.GET("/readyz", s.handle(s.readyz))
+	if opts.ServeMetrics {
+		e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{})))
+	}
+
+	v1 := e.Group("/api/v1")
+	v1.POST("/activations", s.clientAuth("activation"), s.handle(s.createActivationByClient))
+	v1.POST("/enrollments", s.handle(s.enrol))
+
+	desk := v1.Group("/desk", s.operatorAuth)
+	desk.POST("/activations", s.handle(s.createActivationByDesk))
+	desk.GET("/activations/:activation_id", s.handle(s.getActivation))
+	desk.GET("/practitioners/:idNat/devices", s.handle(s.deskListDevices))
+	desk.POST("/devices/:device_id/suspend", s.handle(s.deskTransition(enrollment.ActionSuspend)))
+	desk.POST("/devices/:device_id/resume", s.handle(s.deskTransition(enrollment.ActionResume)))
+	desk.DELETE("/devices/:device_id", s.handle(s.deskTransition(enrollment.ActionRevoke)))
+	desk.GET("/audit", s.handle(s.deskAudit))
+
+	device := v1.Group("/device", s.deviceAuth)
+	device.GET("/devices", s.handle(s.deviceListDevices))
+	device.DELETE("/devices/:device_id", s.handle(s.deviceRevoke))
+	device.PUT("/push-token", s.handle(s.setPushToken))
+}
+
+// handle adapts a handler that returns an error.
+func (s *Server) handle(h func(c *gin.Context) error) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if err := h(c); err != nil {
+			s.writeError(c, err)
+		}
+	}
+}
+
+func (s *Server) readyz(c *gin.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), time.Second)
+	defer cancel()
+	if err := s.ready(ctx); err != nil {
+		s.log.Warn("not ready", "err", err)
+		return errUnavailable
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+	return nil
+}
+
+// hashEqual compares a presented secret with a stored SHA-256 in constant time.
+func hashEqual(presented string, stored [sha256.Size]byte) bool {
+	sum := sha256.Sum256([]byte(presented))
+	return subtle.ConstantTimeCompare(sum[:], stored[:]) == 1
+}

@@ -1,0 +1,474 @@
+package main
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// fileConfig is the YAML file of the contract (PROTOCOL.md, Operations), plus
+// the keys this service adds: metrics_listen, trusted_proxies, redis.key_prefix.
+// Durations are strings here; validate turns them into a Config.
+type fileConfig struct {
+	Listen         string         `yaml:"listen"`
+	MetricsListen  string         `yaml:"metrics_listen,omitempty"`
+	PublicURL      string         `yaml:"public_url"`
+	Dev            bool           `yaml:"dev"`
+	TrustedProxies []string       `yaml:"trusted_proxies,omitempty"`
+	Redis          redisConfig    `yaml:"redis"`
+	Clients        []clientConfig `yaml:"clients"`
+	DeskOperators  []opConfig     `yaml:"desk_operators"`
+	Push           pushConfig     `yaml:"push"`
+	Limits         limitsConfig   `yaml:"limits"`
+	AuditRetention string         `yaml:"audit_retention"`
+}
+
+type redisConfig struct {
+	URL       string         `yaml:"url,omitempty"`
+	Addrs     []string       `yaml:"addrs,omitempty"`
+	Sentinel  sentinelConfig `yaml:"sentinel,omitempty"`
+	Password  string         `yaml:"password,omitempty"`
+	KeyPrefix string         `yaml:"key_prefix"`
+}
+
+type sentinelConfig struct {
+	Master string   `yaml:"master"`
+	Addrs  []string `yaml:"addrs,omitempty"`
+}
+
+type clientConfig struct {
+	ID           string   `yaml:"id"`
+	Name         string   `yaml:"name"`
+	SecretSHA256 string   `yaml:"secret_sha256"`
+	Scopes       []string `yaml:"scopes"`
+	RedirectURIs []string `yaml:"redirect_uris"`
+}
+
+type opConfig struct {
+	Name      string `yaml:"name"`
+	KeySHA256 string `yaml:"key_sha256"`
+}
+
+type pushConfig struct {
+	Provider string    `yaml:"provider"`
+	FCM      fcmConfig `yaml:"fcm,omitempty"`
+}
+
+type fcmConfig struct {
+	ProjectID       string `yaml:"project_id"`
+	CredentialsFile string `yaml:"credentials_file"`
+	Endpoint        string `yaml:"endpoint"`
+}
+
+type limitsConfig struct {
+	ActivationTTL      string `yaml:"activation_ttl"`
+	ActivationAttempts int    `yaml:"activation_attempts"`
+	DevicesPerSubject  int    `yaml:"devices_per_subject"`
+	PendingPerSubject  int    `yaml:"pending_per_subject"`
+	PushesPerSubject   int    `yaml:"pushes_per_subject"`
+	PushesWindow       string `yaml:"pushes_window"`
+	DenialsBeforeBlock int    `yaml:"denials_before_block"`
+	BlockDuration      string `yaml:"block_duration"`
+	ClientRPS          int    `yaml:"client_rps"`
+	ProofMaxSkew       string `yaml:"proof_max_skew"`
+	QRTokenTTL         string `yaml:"qr_token_ttl"`
+	NumberDigits       int    `yaml:"number_digits"`
+	PollInterval       string `yaml:"poll_interval"`
+}
+
+// defaults are the contract's defaults.
+func defaults() fileConfig {
+	return fileConfig{
+		Listen:    ":8080",
+		PublicURL: "",
+		Redis:     redisConfig{KeyPrefix: "ecps:"},
+		Push:      pushConfig{Provider: "log"},
+		Limits: limitsConfig{ActivationTTL: "10m", ActivationAttempts: 5, DevicesPerSubject: 5,
+			PendingPerSubject: 3, PushesPerSubject: 10, PushesWindow: "5m", DenialsBeforeBlock: 5,
+			BlockDuration: "15m", ClientRPS: 100, ProofMaxSkew: "60s", QRTokenTTL: "30s",
+			NumberDigits: 2, PollInterval: "2s"},
+		AuditRetention: "400d",
+	}
+}
+
+// Config is the validated configuration.
+type Config struct {
+	File           fileConfig
+	ActivationTTL  time.Duration
+	PushesWindow   time.Duration
+	BlockDuration  time.Duration
+	ProofMaxSkew   time.Duration
+	QRTokenTTL     time.Duration
+	PollInterval   time.Duration
+	AuditRetention time.Duration
+	TrustedProxies []string
+	Clients        []client
+	Operators      []operator
+}
+
+type client struct {
+	ID, Name     string
+	SecretSHA256 [32]byte
+	Scopes       []string
+	RedirectURIs []string
+}
+
+type operator struct {
+	Name      string
+	KeySHA256 [32]byte
+}
+
+// configError lists every problem found, one line each, naming the key.
+type configError []string
+
+func (e configError) Error() string { return strings.Join(e, "\n") }
+
+// loadConfig reads the file, applies ECPS_<KEY> overrides from env and
+// validates everything, returning all problems at once.
+func loadConfig(path string, env func(string) string) (Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, configError{fmt.Sprintf("config: cannot read %s: %v", path, errors.Unwrap(err))}
+	}
+	return parseConfig(raw, env)
+}
+
+func parseConfig(raw []byte, env func(string) string) (Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(raw, &root); err != nil {
+		return Config{}, configError{"config: not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	fc := defaults()
+	var problems configError
+	if len(root.Content) > 0 {
+		problems = append(problems, unknownKeys(root.Content[0], reflect.TypeOf(fc), "")...)
+		if len(problems) > 0 {
+			return Config{}, problems
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec.KnownFields(true)
+		if err := dec.Decode(&fc); err != nil {
+			return Config{}, configError{"config: " + describeYAMLError(err)}
+		}
+	}
+	problems = append(problems, applyEnv(reflect.ValueOf(&fc).Elem(), "", env)...)
+	if len(problems) > 0 {
+		return Config{}, problems
+	}
+	return validate(fc)
+}
+
+// unknownKeys walks the YAML mapping and names every key the struct lacks.
+func unknownKeys(n *yaml.Node, t reflect.Type, path string) []string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var out []string
+	switch {
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		fields := map[string]reflect.Type{}
+		for i := 0; i < t.NumField(); i++ {
+			tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+			fields[tag] = t.Field(i).Type
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			ft, ok := fields[k.Value]
+			if !ok {
+				out = append(out, fmt.Sprintf("config: unknown key %q (line %d)", join(path, k.Value), k.Line))
+				continue
+			}
+			out = append(out, unknownKeys(v, ft, join(path, k.Value))...)
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for i, item := range n.Content {
+			out = append(out, unknownKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	}
+	return out
+}
+
+func describeYAMLError(err error) string {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		return strings.Join(te.Errors, "; ")
+	}
+	return err.Error()
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// applyEnv overrides each scalar key from ECPS_<KEY> (upper case, "." → "_").
+func applyEnv(v reflect.Value, path string, env func(string) string) []string {
+	var out []string
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		key := join(path, strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0])
+		f := v.Field(i)
+		if f.Kind() == reflect.Struct {
+			out = append(out, applyEnv(f, key, env)...)
+			continue
+		}
+		name := "ECPS_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+		val := env(name)
+		if val == "" {
+			continue
+		}
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString(val)
+		case reflect.Bool:
+			b, err := strconv.ParseBool(val)
+			if err != nil {
+				out = append(out, fmt.Sprintf("config: %s (%s): want true or false, got %q", key, name, val))
+				continue
+			}
+			f.SetBool(b)
+		case reflect.Int:
+			n, err := strconv.Atoi(val)
+			if err != nil {
+				out = append(out, fmt.Sprintf("config: %s (%s): want an integer, got %q", key, name, val))
+				continue
+			}
+			f.SetInt(int64(n))
+		default:
+			out = append(out, fmt.Sprintf("config: %s (%s): only scalar keys can be set from the environment; put it in the file", key, name))
+		}
+	}
+	return out
+}
+
+// parseDuration accepts Go durations plus a "d" (24 h) suffix: "400d".
+func parseDuration(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n <= 0 {
+			return 0, fmt.Errorf("bad duration %q", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("bad duration %q (want e.g. \"90s\", \"10m\", \"400d\")", s)
+	}
+	return d, nil
+}
+
+var knownScopes = map[string]bool{"authentication": true, "activation": true}
+
+func validate(fc fileConfig) (Config, error) {
+	var p configError
+	bad := func(key, format string, args ...any) {
+		p = append(p, "config: "+key+": "+fmt.Sprintf(format, args...))
+	}
+	cfg := Config{File: fc}
+
+	if _, _, err := net.SplitHostPort(fc.Listen); err != nil {
+		bad("listen", "want host:port, got %q", fc.Listen)
+	}
+	if fc.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(fc.MetricsListen); err != nil {
+			bad("metrics_listen", "want host:port, got %q", fc.MetricsListen)
+		}
+	}
+	if u, err := url.Parse(fc.PublicURL); err != nil || !u.IsAbs() || u.Host == "" || u.RawQuery != "" || u.Fragment != "" ||
+		(u.Scheme != "https" && !(fc.Dev && u.Scheme == "http")) {
+		bad("public_url", "want an absolute https URL (http only with dev: true), got %q", fc.PublicURL)
+	}
+	for i, tp := range fc.TrustedProxies {
+		if _, err := netip.ParsePrefix(tp); err != nil {
+			if _, err := netip.ParseAddr(tp); err != nil {
+				bad(fmt.Sprintf("trusted_proxies[%d]", i), "want an IP address or CIDR, got %q", tp)
+			}
+		}
+	}
+	cfg.TrustedProxies = fc.TrustedProxies
+	validateRedis(fc.Redis, bad)
+
+	seen := map[string]bool{}
+	for i, c := range fc.Clients {
+		key := fmt.Sprintf("clients[%d]", i)
+		if c.ID == "" {
+			bad(key+".id", "required")
+		} else if seen[c.ID] {
+			bad(key+".id", "duplicate client id %q", c.ID)
+		}
+		seen[c.ID] = true
+		if c.Name == "" {
+			bad(key+".name", "required (shown on the phone as client_name)")
+		}
+		h, ok := parseHash(c.SecretSHA256)
+		if !ok {
+			bad(key+".secret_sha256", "want 64 hex characters (output of `ecpsd hash-secret`)")
+		}
+		if len(c.Scopes) == 0 {
+			bad(key+".scopes", "at least one of authentication, activation")
+		}
+		for _, s := range c.Scopes {
+			if !knownScopes[s] {
+				bad(key+".scopes", "unknown scope %q (want authentication or activation)", s)
+			}
+		}
+		for j, r := range c.RedirectURIs {
+			if u, err := url.Parse(r); err != nil || !u.IsAbs() || u.Host == "" || u.Fragment != "" ||
+				(u.Scheme != "https" && !(fc.Dev && u.Scheme == "http")) {
+				bad(fmt.Sprintf("%s.redirect_uris[%d]", key, j), "want an absolute https URL, got %q", r)
+			}
+		}
+		cfg.Clients = append(cfg.Clients, client{ID: c.ID, Name: c.Name, SecretSHA256: h, Scopes: c.Scopes, RedirectURIs: c.RedirectURIs})
+	}
+	seen = map[string]bool{}
+	for i, o := range fc.DeskOperators {
+		key := fmt.Sprintf("desk_operators[%d]", i)
+		if o.Name == "" {
+			bad(key+".name", "required")
+		} else if seen[o.Name] {
+			bad(key+".name", "duplicate operator name %q", o.Name)
+		}
+		seen[o.Name] = true
+		h, ok := parseHash(o.KeySHA256)
+		if !ok {
+			bad(key+".key_sha256", "want 64 hex characters (output of `ecpsd hash-secret`)")
+		}
+		cfg.Operators = append(cfg.Operators, operator{Name: o.Name, KeySHA256: h})
+	}
+
+	switch fc.Push.Provider {
+	case "log", "none":
+	case "fcm":
+		if fc.Push.FCM.ProjectID == "" {
+			bad("push.fcm.project_id", "required with push.provider fcm")
+		}
+		if fc.Push.FCM.Endpoint != "" {
+			if u, err := url.Parse(fc.Push.FCM.Endpoint); err != nil || !u.IsAbs() || u.Host == "" {
+				bad("push.fcm.endpoint", "want an absolute URL, got %q", fc.Push.FCM.Endpoint)
+			}
+		}
+	default:
+		bad("push.provider", "want fcm, log or none, got %q", fc.Push.Provider)
+	}
+
+	durations := []struct {
+		key string
+		val string
+		dst *time.Duration
+	}{
+		{"limits.activation_ttl", fc.Limits.ActivationTTL, &cfg.ActivationTTL},
+		{"limits.pushes_window", fc.Limits.PushesWindow, &cfg.PushesWindow},
+		{"limits.block_duration", fc.Limits.BlockDuration, &cfg.BlockDuration},
+		{"limits.proof_max_skew", fc.Limits.ProofMaxSkew, &cfg.ProofMaxSkew},
+		{"limits.qr_token_ttl", fc.Limits.QRTokenTTL, &cfg.QRTokenTTL},
+		{"limits.poll_interval", fc.Limits.PollInterval, &cfg.PollInterval},
+		{"audit_retention", fc.AuditRetention, &cfg.AuditRetention},
+	}
+	for _, d := range durations {
+		v, err := parseDuration(d.val)
+		if err != nil {
+			bad(d.key, "%v", err)
+		}
+		*d.dst = v
+	}
+	ints := []struct {
+		key      string
+		val, min int
+	}{
+		{"limits.activation_attempts", fc.Limits.ActivationAttempts, 1},
+		{"limits.devices_per_subject", fc.Limits.DevicesPerSubject, 1},
+		{"limits.pending_per_subject", fc.Limits.PendingPerSubject, 1},
+		{"limits.pushes_per_subject", fc.Limits.PushesPerSubject, 1},
+		{"limits.denials_before_block", fc.Limits.DenialsBeforeBlock, 1},
+		{"limits.client_rps", fc.Limits.ClientRPS, 1},
+	}
+	for _, n := range ints {
+		if n.val < n.min {
+			bad(n.key, "want an integer ≥ %d, got %d", n.min, n.val)
+		}
+	}
+	if fc.Limits.NumberDigits < 2 || fc.Limits.NumberDigits > 6 {
+		bad("limits.number_digits", "want 2..6, got %d", fc.Limits.NumberDigits)
+	}
+	if len(p) > 0 {
+		return Config{}, p
+	}
+	return cfg, nil
+}
+
+func validateRedis(r redisConfig, bad func(key, format string, args ...any)) {
+	set := 0
+	if r.URL != "" {
+		set++
+	}
+	if len(r.Addrs) > 0 {
+		set++
+	}
+	if r.Sentinel.Master != "" || len(r.Sentinel.Addrs) > 0 {
+		set++
+	}
+	if set != 1 {
+		bad("redis", "set exactly one of redis.url (standalone), redis.addrs (Cluster) or redis.sentinel (Sentinel)")
+		return
+	}
+	if r.URL != "" {
+		if u, err := url.Parse(r.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			bad("redis.url", "want redis://host:port/db or rediss://host:port/db, got %q", redactURL(r.URL))
+		} else if _, err := redisURLOptions(r.URL); err != nil {
+			bad("redis.url", "%v", err)
+		}
+	}
+	for i, a := range r.Addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad(fmt.Sprintf("redis.addrs[%d]", i), "want host:port, got %q", a)
+		}
+	}
+	if r.Sentinel.Master != "" || len(r.Sentinel.Addrs) > 0 {
+		if r.Sentinel.Master == "" {
+			bad("redis.sentinel.master", "required with redis.sentinel")
+		}
+		if len(r.Sentinel.Addrs) == 0 {
+			bad("redis.sentinel.addrs", "at least one host:port")
+		}
+		for i, a := range r.Sentinel.Addrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				bad(fmt.Sprintf("redis.sentinel.addrs[%d]", i), "want host:port, got %q", a)
+			}
+		}
+	}
+	if strings.ContainsAny(r.KeyPrefix, "{}") {
+		bad("redis.key_prefix", "must not contain { or } (they are hash tags)")
+	}
+}
+
+// redactURL hides a password in a URL for error messages.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	return u.Redacted()
+}
+
+func parseHash(s string) ([32]byte, bool) {
+	var h [32]byte
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != 32 {
+		return h, false
+	}
+	copy(h[:], b)
+	return h, true
+}

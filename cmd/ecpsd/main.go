@@ -1,0 +1,208 @@
+// Command ecpsd is the e-CPS mobile authentication server.
+//
+//	ecpsd -config FILE          run the server (ECPS_<KEY> variables override scalar keys)
+//	ecpsd hash-secret           read a secret on stdin, print its SHA-256 for the config
+//	ecpsd dev-config -out FILE  write a development config with fresh demo credentials
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ecps-sante/ecps/api"
+	"github.com/ecps-sante/ecps/audit"
+	"github.com/ecps-sante/ecps/enrollment"
+)
+
+func main() {
+	gin.SetMode(gin.ReleaseMode) // gin's mode is process-wide; no debug route dump
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
+}
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitConfig = 2
+)
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, env func(string) string) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "hash-secret":
+			return hashSecret(stdin, stdout, stderr)
+		case "dev-config":
+			return devConfig(args[1:], stdout, stderr, env)
+		}
+	}
+	fs := flag.NewFlagSet("ecpsd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "path of the YAML configuration file")
+	if err := fs.Parse(args); err != nil {
+		return exitConfig
+	}
+	if *configPath == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: ecpsd -config FILE | ecpsd hash-secret | ecpsd dev-config -out FILE")
+		return exitConfig
+	}
+	cfg, err := loadConfig(*configPath, env)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitConfig
+	}
+	level := slog.LevelInfo
+	if cfg.File.Dev {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if err := serve(ctx, cfg, log, nil); err != nil {
+		log.Error("ecpsd stopped", "err", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+// serve runs the service until ctx ends, then stops gracefully. ready, when
+// not nil, receives the main listener's address once it accepts connections.
+func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string) error {
+	redis.SetLogger(slogRedisLogger{log})
+	rdb, err := newRedis(cfg.File.Redis)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := api.NewMetrics(reg)
+	rdb.AddHook(metrics.RedisHook())
+
+	auditLog := audit.New(rdb, cfg.File.Redis.KeyPrefix, cfg.AuditRetention)
+	enrol := enrollment.New(rdb, auditLog, enrollment.Options{
+		KeyPrefix:          cfg.File.Redis.KeyPrefix,
+		PublicURL:          cfg.File.PublicURL,
+		ActivationTTL:      cfg.ActivationTTL,
+		ActivationAttempts: cfg.File.Limits.ActivationAttempts,
+		DevicesPerSubject:  cfg.File.Limits.DevicesPerSubject,
+		ProofMaxSkew:       cfg.ProofMaxSkew,
+	})
+	opts := api.Options{
+		Logger:         log,
+		TrustedProxies: cfg.TrustedProxies,
+		ServeMetrics:   cfg.File.MetricsListen == "",
+		Registry:       reg,
+		Metrics:        metrics,
+		Enrollment:     enrol,
+		Audit:          auditLog,
+		Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+	}
+	for _, c := range cfg.Clients {
+		opts.Clients = append(opts.Clients, api.Client{ID: c.ID, Name: c.Name, SecretSHA256: c.SecretSHA256,
+			Scopes: c.Scopes, RedirectURIs: c.RedirectURIs})
+	}
+	for _, o := range cfg.Operators {
+		opts.Operators = append(opts.Operators, api.Operator{Name: o.Name, KeySHA256: o.KeySHA256})
+	}
+	srv, err := api.New(opts)
+	if err != nil {
+		return err
+	}
+
+	servers := []*http.Server{newHTTPServer(srv.Handler())}
+	listeners := []net.Listener{}
+	ln, err := net.Listen("tcp", cfg.File.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.File.Listen, err)
+	}
+	listeners = append(listeners, ln)
+	if cfg.File.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.File.MetricsListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen %s: %w", cfg.File.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		servers = append(servers, newHTTPServer(mux))
+		listeners = append(listeners, mln)
+	}
+
+	errc := make(chan error, len(servers))
+	for i := range servers {
+		go func() { errc <- servers[i].Serve(listeners[i]) }()
+	}
+	log.Info("ecpsd started", "listen", ln.Addr().String(), "metrics_listen", cfg.File.MetricsListen,
+		"public_url", cfg.File.PublicURL, "dev", cfg.File.Dev, "push", cfg.File.Push.Provider)
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return err
+	}
+	log.Info("stopping: finishing in-flight requests")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.Shutdown(shutdownCtx); err != nil {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      45 * time.Second, // longer than the longest long-poll (30 s)
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+	}
+}
+
+// hashSecret prints the SHA-256 hex of the first line of stdin.
+func hashSecret(stdin io.Reader, stdout, stderr io.Writer) int {
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		fmt.Fprintln(stderr, "hash-secret: cannot read stdin:", err)
+		return exitFailed
+	}
+	secret := strings.TrimRight(line, "\r\n")
+	if secret == "" {
+		fmt.Fprintln(stderr, "hash-secret: give the secret on stdin, e.g. `echo \"$SECRET\" | ecpsd hash-secret`")
+		return exitConfig
+	}
+	if len(secret) < 22 {
+		fmt.Fprintln(stderr, "hash-secret: warning: secrets should have ≥ 128 bits (e.g. 22+ random base64url characters)")
+	}
+	sum := sha256.Sum256([]byte(secret))
+	fmt.Fprintln(stdout, hex.EncodeToString(sum[:]))
+	return exitOK
+}
