@@ -205,7 +205,9 @@ func jsonBody(t testing.TB, v any) []byte {
 	return b
 }
 
-func deskHeader() map[string]string { return map[string]string{"Authorization": "Bearer " + testOperatorKey} }
+func deskHeader() map[string]string {
+	return map[string]string{"Authorization": "Bearer " + testOperatorKey}
+}
 
 func (e *env) desk(method, path string, body any) response {
 	e.t.Helper()
