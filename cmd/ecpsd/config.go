@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -152,25 +151,26 @@ func parseConfig(raw []byte, env func(string) string) (Config, error) {
 	fc := defaults()
 	var problems configError
 	if len(root.Content) > 0 {
-		problems = append(problems, unknownKeys(root.Content[0], reflect.TypeOf(fc), "")...)
-		if len(problems) > 0 {
-			return Config{}, problems
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(raw))
-		dec.KnownFields(true)
-		if err := dec.Decode(&fc); err != nil {
-			return Config{}, configError{"config: " + describeYAMLError(err)}
+		keyAt := map[int]string{} // line -> dotted key, to name the key of a type error
+		problems = append(problems, unknownKeys(root.Content[0], reflect.TypeOf(fc), "", keyAt)...)
+		// Unknown keys are reported above; decode the rest to find every other problem too.
+		if err := root.Decode(&fc); err != nil {
+			problems = append(problems, describeYAMLError(err, keyAt)...)
 		}
 	}
 	problems = append(problems, applyEnv(reflect.ValueOf(&fc).Elem(), "", env)...)
+	cfg, err := validate(fc)
+	if err != nil {
+		problems = append(problems, err.(configError)...)
+	}
 	if len(problems) > 0 {
 		return Config{}, problems
 	}
-	return validate(fc)
+	return cfg, nil
 }
 
 // unknownKeys walks the YAML mapping and names every key the struct lacks.
-func unknownKeys(n *yaml.Node, t reflect.Type, path string) []string {
+func unknownKeys(n *yaml.Node, t reflect.Type, path string, keyAt map[int]string) []string {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -184,27 +184,40 @@ func unknownKeys(n *yaml.Node, t reflect.Type, path string) []string {
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
+			keyAt[k.Line] = join(path, k.Value)
 			ft, ok := fields[k.Value]
 			if !ok {
 				out = append(out, fmt.Sprintf("config: unknown key %q (line %d)", join(path, k.Value), k.Line))
 				continue
 			}
-			out = append(out, unknownKeys(v, ft, join(path, k.Value))...)
+			out = append(out, unknownKeys(v, ft, join(path, k.Value), keyAt)...)
 		}
 	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
 		for i, item := range n.Content {
-			out = append(out, unknownKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+			keyAt[item.Line] = fmt.Sprintf("%s[%d]", path, i)
+			out = append(out, unknownKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), keyAt)...)
 		}
 	}
 	return out
 }
 
-func describeYAMLError(err error) string {
+// describeYAMLError names the key of each type error ("line 19: cannot
+// unmarshal !!str `five` into int" → "config: limits.activation_attempts: …").
+func describeYAMLError(err error, keyAt map[int]string) []string {
 	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		return strings.Join(te.Errors, "; ")
+	if !errors.As(err, &te) {
+		return []string{"config: " + err.Error()}
 	}
-	return err.Error()
+	var out []string
+	for _, msg := range te.Errors {
+		var line int
+		if _, err := fmt.Sscanf(msg, "line %d:", &line); err == nil && keyAt[line] != "" {
+			_, rest, _ := strings.Cut(msg, ": ")
+			msg = keyAt[line] + ": wrong type (" + rest + ")"
+		}
+		out = append(out, "config: "+msg)
+	}
+	return out
 }
 
 func join(path, key string) string {
@@ -454,13 +467,24 @@ func validateRedis(r redisConfig, bad func(key, format string, args ...any)) {
 	}
 }
 
-// redactURL hides a password in a URL for error messages.
+// redactURL hides a password in a URL for error messages, even in a URL
+// that does not parse.
 func redactURL(s string) string {
 	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
+	if err == nil {
+		if u.User == nil {
+			return s
+		}
+		return u.Redacted()
 	}
-	return u.Redacted()
+	scheme, rest, ok := strings.Cut(s, "://")
+	if at := strings.LastIndex(rest, "@"); ok && at >= 0 {
+		return scheme + "://xxxxx@" + rest[at+1:]
+	}
+	if at := strings.LastIndex(s, "@"); at >= 0 {
+		return "xxxxx@" + s[at+1:]
+	}
+	return s
 }
 
 func parseHash(s string) ([32]byte, bool) {

@@ -54,7 +54,7 @@ func devConfig(args []string, stdout, stderr io.Writer, env func(string) string)
 		return exitFailed
 	}
 	header := "# Development configuration written by `ecpsd dev-config`. Not for production.\n"
-	if err := os.WriteFile(*out, append([]byte(header), b...), 0o600); err != nil {
+	if err := writePrivateFile(*out, append([]byte(header), b...)); err != nil {
 		fmt.Fprintln(stderr, "dev-config:", err)
 		return exitFailed
 	}
@@ -77,4 +77,26 @@ func randomSecret() string {
 func sha256Hex(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
+}
+
+// writePrivateFile writes a 0600 file through a temporary file and a rename,
+// so that an existing file of another mode is replaced, not reused.
+func writePrivateFile(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".dev-config-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }
