@@ -235,4 +235,3 @@ func TestRoundTrips(t *testing.T) {
 }
 
 func newOpaque() string { return randomToken(16) }
-
