@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+
 	"github.com/ecps-sante/ecps/enrollment"
 )
 
@@ -273,9 +275,7 @@ func TestEnrolBadKeys(t *testing.T) {
 	e := newEnv(t, 1)
 	a := e.createActivation(subjectA)
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	p384JWK, _ := json.Marshal(map[string]string{"kty": "EC", "crv": "P-384",
-		"x": base64.RawURLEncoding.EncodeToString(p384.X.FillBytes(make([]byte, 48))),
-		"y": base64.RawURLEncoding.EncodeToString(p384.Y.FillBytes(make([]byte, 48)))})
+	p384JWK, _ := jose.JSONWebKey{Key: &p384.PublicKey}.MarshalJSON()
 	cases := map[string]any{
 		"fail/p384":        json.RawMessage(p384JWK),
 		"fail/not-object":  "a string",
@@ -286,7 +286,11 @@ func TestEnrolBadKeys(t *testing.T) {
 	p := newPhone(t)
 	var priv map[string]string
 	_ = json.Unmarshal(p.jwk(), &priv)
-	priv["d"] = base64.RawURLEncoding.EncodeToString(p.key.D.FillBytes(make([]byte, 32)))
+	d, err := p.key.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv["d"] = base64.RawURLEncoding.EncodeToString(d)
 	cases["fail/private-key"] = priv
 	for name, key := range cases {
 		t.Run(name, func(t *testing.T) {
