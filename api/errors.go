@@ -3,16 +3,20 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ecps-sante/ecps/audit"
+	"github.com/ecps-sante/ecps/challenge"
 	"github.com/ecps-sante/ecps/deviceproof"
 	"github.com/ecps-sante/ecps/enrollment"
 )
@@ -22,6 +26,10 @@ type Error struct {
 	Status      int    `json:"-"`
 	Code        string `json:"error"`
 	Description string `json:"error_description"`
+	// Reason is set on access_denied: denied, fraud, wrong_number, cancelled.
+	Reason string `json:"reason,omitempty"`
+	// RetryAfter is sent as the Retry-After header of a 429.
+	RetryAfter time.Duration `json:"-"`
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Description }
@@ -60,6 +68,21 @@ var errorTable = []struct {
 	{enrollment.ErrNotFound, errNotFound},
 	{enrollment.ErrRevoked, newError(http.StatusConflict, "conflict", "the device is revoked")},
 	{audit.ErrBadCursor, invalidRequest("bad paging cursor")},
+
+	{challenge.ErrBindingMessage, newError(http.StatusBadRequest, "invalid_binding_message", "binding_message: at most 64 characters, no control characters")},
+	{challenge.ErrRedirectURI, invalidRequest("redirect_uri is not one of the client's registered redirect_uris")},
+	{challenge.ErrUnknownUser, newError(http.StatusBadRequest, "unknown_user_id", "no device was ever enrolled for this practitioner")},
+	{challenge.ErrNoActiveDevice, newError(http.StatusBadRequest, "no_active_device", "the practitioner has no active device")},
+	{challenge.ErrInvalidGrant, newError(http.StatusBadRequest, "invalid_grant", "unknown auth_req_id, or its result was already delivered")},
+	{challenge.ErrPending, newError(http.StatusBadRequest, "authorization_pending", "the practitioner has not answered yet")},
+	{challenge.ErrExpired, newError(http.StatusBadRequest, "expired_token", "the authentication expired")},
+	{challenge.ErrNotFound, errNotFound},
+	{challenge.ErrConflict, newError(http.StatusConflict, "conflict", "the challenge was already decided or cancelled")},
+	{challenge.ErrGone, newError(http.StatusGone, "gone", "the challenge expired")},
+	{challenge.ErrBadDecision, newError(http.StatusBadRequest, "invalid_grant", "decision rejected: signature, nonce, challenge_id or iat")},
+	{challenge.ErrQRTokenInvalid, newError(http.StatusBadRequest, "invalid_grant", "unknown, used or expired qr_token")},
+	{challenge.ErrLoginNotFound, errNotFound},
+	{challenge.ErrLoginNoQR, newError(http.StatusGone, "gone", "the login was claimed or has ended: no QR code")},
 }
 
 // toError turns any error into the contract's answer.
@@ -72,6 +95,23 @@ func toError(err error) *Error {
 	if errors.As(err, &mbe) {
 		return errTooLarge
 	}
+	var slow *challenge.SlowDownError
+	if errors.As(err, &slow) {
+		return newError(http.StatusBadRequest, "slow_down",
+			fmt.Sprintf("polling too fast: wait %d s between polls", int(slow.Interval/time.Second)))
+	}
+	var denied *challenge.DeniedError
+	if errors.As(err, &denied) {
+		e := newError(http.StatusBadRequest, "access_denied", "the authentication was not approved")
+		e.Reason = denied.Reason
+		return e
+	}
+	var limit *challenge.LimitError
+	if errors.As(err, &limit) {
+		e := newError(http.StatusTooManyRequests, "too_many_requests", "limit reached: "+limit.Limit)
+		e.RetryAfter = limit.RetryAfter
+		return e
+	}
 	if deviceproof.ReasonOf(err) != "" {
 		return newError(http.StatusUnauthorized, "invalid_client", "device proof rejected")
 	}
@@ -80,9 +120,11 @@ func toError(err error) *Error {
 			return row.resp
 		}
 	}
-	if errors.Is(err, enrollment.ErrInvalid) {
-		// Domain descriptions of shape errors carry no personal data.
-		return invalidRequest(strings.TrimPrefix(err.Error(), enrollment.ErrInvalid.Error()+": "))
+	for _, invalid := range []error{enrollment.ErrInvalid, challenge.ErrInvalid} {
+		if errors.Is(err, invalid) {
+			// Domain descriptions of shape errors carry no personal data.
+			return invalidRequest(strings.TrimPrefix(err.Error(), invalid.Error()+": "))
+		}
 	}
 	if isUnavailable(err) {
 		return errUnavailable
@@ -123,6 +165,9 @@ func (s *Server) writeError(c *gin.Context, err error) {
 		s.log.Warn("storage unavailable", "request_id", requestID(c), "route", c.FullPath(), "err", err)
 	case e.Status >= 500:
 		s.log.Error("request failed", "request_id", requestID(c), "route", c.FullPath(), "err", err)
+	}
+	if e.RetryAfter > 0 {
+		c.Header("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}
 	c.AbortWithStatusJSON(e.Status, e)
 }

@@ -26,7 +26,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ecps-sante/ecps/audit"
+	"github.com/ecps-sante/ecps/challenge"
 	"github.com/ecps-sante/ecps/enrollment"
+	"github.com/ecps-sante/ecps/push"
 	"github.com/ecps-sante/ecps/redistest"
 )
 
@@ -63,10 +65,13 @@ type env struct {
 	prefix   string
 	clock    *clock
 	opts     enrollment.Options
+	chOpts   challenge.Options
+	pushes   *push.Recorder
 	replicas []*replica
 }
 
 type replica struct {
+	hub     *challenge.Hub
 	srv     *Server
 	http    *httptest.Server
 	metrics *Metrics
@@ -78,6 +83,7 @@ const (
 	testActClientSec   = "act-client-secret-0123456789ab"
 	testOperatorKey    = "operator-key-0123456789abcdef0"
 	testOperatorKeyTwo = "operator-key-two-0123456789abc"
+	testClientSecret2  = "client-secret-two-0123456789ab"
 )
 
 func sum(s string) [32]byte { return sha256.Sum256([]byte(s)) }
@@ -91,10 +97,21 @@ func newEnv(t testing.TB, n int, mutate ...func(*enrollment.Options)) *env {
 
 func newEnvOn(t testing.TB, rdb redis.UniversalClient, prefix string, n int, mutate ...func(*enrollment.Options)) *env {
 	t.Helper()
-	e := &env{t: t, rdb: rdb, prefix: prefix, clock: &clock{now: time.Now()}}
+	return newEnvWith(t, rdb, prefix, n, func(o *enrollment.Options, _ *challenge.Options) {
+		for _, m := range mutate {
+			m(o)
+		}
+	})
+}
+
+// newEnvWith lets a test set both services' options.
+func newEnvWith(t testing.TB, rdb redis.UniversalClient, prefix string, n int, mutate func(*enrollment.Options, *challenge.Options)) *env {
+	t.Helper()
+	e := &env{t: t, rdb: rdb, prefix: prefix, clock: &clock{now: time.Now()}, pushes: push.NewRecorder(10000)}
 	e.opts = enrollment.Options{KeyPrefix: prefix, PublicURL: "https://ecps.test", ProofMaxSkew: 60 * time.Second, Now: e.clock.Now}
-	for _, m := range mutate {
-		m(&e.opts)
+	e.chOpts = challenge.Options{KeyPrefix: prefix, PublicURL: "https://ecps.test", Now: e.clock.Now}
+	if mutate != nil {
+		mutate(&e.opts, &e.chOpts)
 	}
 	for i := 0; i < n; i++ {
 		e.replicas = append(e.replicas, e.newReplica())
@@ -108,17 +125,26 @@ func (e *env) newReplica() *replica {
 	metrics := NewMetrics(reg)
 	e.rdb.AddHook(metrics.RedisHook()) // replicas share the test's client: each counts all its errors
 	log := audit.New(e.rdb, e.prefix, 400*24*time.Hour)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	hub := challenge.NewHub(e.rdb, e.prefix, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	go hub.Run(ctx)
+	go log.RunGlobalCopier(ctx)
+	enrol := enrollment.New(e.rdb, log, e.opts)
 	srv, err := New(Options{
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Clients: []Client{
-			{ID: "idp", Name: "Test IdP", SecretSHA256: sum(testClientSecret), Scopes: []string{"authentication"}},
+			{ID: "idp", Name: "Test IdP", SecretSHA256: sum(testClientSecret), Scopes: []string{"authentication"},
+				RedirectURIs: []string{"https://idp.test/cb"}},
+			{ID: "idp-2", Name: "Other IdP", SecretSHA256: sum(testClientSecret2), Scopes: []string{"authentication"}},
 			{ID: "idp-act", Name: "Activating IdP", SecretSHA256: sum(testActClientSec), Scopes: []string{"authentication", "activation"}},
 		},
 		Operators:    []Operator{{Name: "desk-1", KeySHA256: sum(testOperatorKey)}, {Name: "desk-2", KeySHA256: sum(testOperatorKeyTwo)}},
 		ServeMetrics: true,
 		Registry:     reg,
 		Metrics:      metrics,
-		Enrollment:   enrollment.New(e.rdb, log, e.opts),
+		Enrollment:   enrol,
+		Challenges:   challenge.New(e.rdb, log, e.pushes, enrol, hub, e.chOpts),
 		Audit:        log,
 		Ready:        func(ctx context.Context) error { return e.rdb.Ping(ctx).Err() },
 	})
@@ -127,7 +153,7 @@ func (e *env) newReplica() *replica {
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &replica{srv: srv, http: hs, metrics: metrics, reg: reg}
+	return &replica{hub: hub, srv: srv, http: hs, metrics: metrics, reg: reg}
 }
 
 // url of replica 0.

@@ -21,6 +21,8 @@ type Metrics struct {
 	enrolments      *prometheus.CounterVec
 	activations     *prometheus.CounterVec
 	proofRejections *prometheus.CounterVec
+	authentications *prometheus.CounterVec
+	limitHits       *prometheus.CounterVec
 }
 
 // NewMetrics registers the service's metrics on reg.
@@ -46,7 +48,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ecps_device_proof_rejections_total", Help: "Device request proofs rejected, by reason.",
 		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.redisErrors, m.enrolments, m.activations, m.proofRejections)
+	m.authentications = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ecps_authentications_created_total", Help: "Authentications created, by kind (push, qr).",
+	}, []string{"kind"})
+	m.limitHits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ecps_limit_hits_total", Help: "Requests refused by an abuse limit, by limit.",
+	}, []string{"limit"})
+	reg.MustRegister(m.requests, m.latency, m.redisErrors, m.enrolments, m.activations, m.proofRejections,
+		m.authentications, m.limitHits)
+	for _, l := range []string{"blocked", "pending_per_subject", "pushes_per_subject", "client_rps"} {
+		m.limitHits.WithLabelValues(l)
+	}
 	for _, r := range deviceproof.Reasons {
 		m.proofRejections.WithLabelValues(string(r))
 	}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/ecps-sante/ecps/audit"
+	"github.com/ecps-sante/ecps/challenge"
 	"github.com/ecps-sante/ecps/deviceproof"
 	"github.com/ecps-sante/ecps/enrollment"
 )
@@ -134,9 +136,32 @@ func (s *Server) clientAuth(scope string) gin.HandlerFunc {
 			s.writeError(c, errForbidden)
 			return
 		}
+		if s.limiter != nil {
+			if ok, retry := s.limiter.Allow(client.ID); !ok {
+				s.clientLimitHit(c, client.ID)
+				e := newError(http.StatusTooManyRequests, "too_many_requests", "client request rate over its limit")
+				e.RetryAfter = retry
+				s.writeError(c, e)
+				return
+			}
+		}
 		c.Set(ctxClient, client)
 		c.Next()
 	}
+}
+
+// clientLimitHit counts a client over its rate, and audits it at most once
+// a second per client: an attack must not flood the audit trail.
+func (s *Server) clientLimitHit(c *gin.Context, clientID string) {
+	s.metrics.limitHits.WithLabelValues("client_rps").Inc()
+	sec := time.Now().Unix()
+	if last, ok := s.limitAudited.Load(clientID); ok && last.(int64) == sec {
+		return
+	}
+	s.limitAudited.Store(clientID, sec)
+	s.audit.CopyGlobalLater(c.Request.Context(), audit.Entry{Time: time.Now().UTC().Truncate(time.Second),
+		Event: challenge.EventLimitHit, Actor: audit.Actor{Type: audit.ActorClient, ID: clientID},
+		Details: map[string]any{"limit": "client_rps"}})
 }
 
 var dummyHash = [32]byte{1}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -21,7 +22,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ecps-sante/ecps/audit"
+	"github.com/ecps-sante/ecps/challenge"
 	"github.com/ecps-sante/ecps/enrollment"
+	"github.com/ecps-sante/ecps/ratelimit"
 )
 
 // Client is an IdP allowed to call the service.
@@ -60,7 +63,10 @@ type Options struct {
 	Registry     *prometheus.Registry
 	Metrics      *Metrics
 	Enrollment   *enrollment.Service
+	Challenges   *challenge.Service
 	Audit        *audit.Log
+	// ClientLimiter limits each IdP client's request rate (nil: no limit).
+	ClientLimiter *ratelimit.Limiter
 	// Ready answers /readyz: nil when Redis answers.
 	Ready func(ctx context.Context) error
 }
@@ -72,9 +78,13 @@ type Server struct {
 	operators  []Operator
 	metrics    *Metrics
 	enrollment *enrollment.Service
+	challenges *challenge.Service
 	audit      *audit.Log
-	ready      func(ctx context.Context) error
-	engine     *gin.Engine
+	limiter    *ratelimit.Limiter
+	// limitAudited: client id -> the Unix second of its last audited limit hit.
+	limitAudited sync.Map
+	ready        func(ctx context.Context) error
+	engine       *gin.Engine
 }
 
 // MaxBody is the contract's cap on request bodies.
@@ -83,7 +93,7 @@ const MaxBody = 64 << 10
 // New builds the server and its routes.
 func New(opts Options) (*Server, error) {
 	s := &Server{log: opts.Logger, clients: map[string]*Client{}, operators: opts.Operators,
-		metrics: opts.Metrics, enrollment: opts.Enrollment, audit: opts.Audit, ready: opts.Ready}
+		metrics: opts.Metrics, enrollment: opts.Enrollment, challenges: opts.Challenges, audit: opts.Audit, limiter: opts.ClientLimiter, ready: opts.Ready}
 	for i := range opts.Clients {
 		c := opts.Clients[i]
 		s.clients[c.ID] = &c
@@ -130,6 +140,9 @@ func (s *Server) routes(opts Options) {
 	v1 := e.Group("/api/v1")
 	v1.POST("/activations", s.clientAuth("activation"), s.handle(s.createActivationByClient))
 	v1.POST("/enrollments", s.handle(s.enrol))
+	v1.POST("/authentications", s.clientAuth("authentication"), s.handle(s.createAuthentication))
+	v1.GET("/authentications/:auth_req_id", s.clientAuth("authentication"), s.handle(s.pollAuthentication))
+	v1.DELETE("/authentications/:auth_req_id", s.clientAuth("authentication"), s.handle(s.cancelAuthentication))
 
 	desk := v1.Group("/desk", s.operatorAuth)
 	desk.POST("/activations", s.handle(s.createActivationByDesk))
@@ -144,6 +157,13 @@ func (s *Server) routes(opts Options) {
 	device.GET("/devices", s.handle(s.deviceListDevices))
 	device.DELETE("/devices/:device_id", s.handle(s.deviceRevoke))
 	device.PUT("/push-token", s.handle(s.setPushToken))
+	device.GET("/challenges", s.handle(s.listChallenges))
+	device.POST("/challenges/claim", s.handle(s.claimChallenge))
+	device.GET("/challenges/:challenge_id", s.handle(s.getChallenge))
+	device.POST("/challenges/:challenge_id/response", s.handle(s.respondChallenge))
+
+	e.GET("/login/:login_id/state", s.handle(s.loginState))
+	e.GET("/login/:login_id/qr.png", s.handle(s.loginQR))
 }
 
 // handle adapts a handler that returns an error.

@@ -62,11 +62,12 @@ type Log struct {
 	rdb       redis.UniversalClient
 	prefix    string
 	retention time.Duration
+	copies    chan Entry // global copies waiting for RunGlobalCopier
 }
 
 // New returns a Log. prefix starts every key ("ecps:" in production).
 func New(rdb redis.UniversalClient, prefix string, retention time.Duration) *Log {
-	return &Log{rdb: rdb, prefix: prefix, retention: retention}
+	return &Log{rdb: rdb, prefix: prefix, retention: retention, copies: make(chan Entry, 4096)}
 }
 
 // SubjectStream is the key of a practitioner's stream; it shares the
@@ -155,6 +156,67 @@ func (l *Log) AppendGlobal(ctx context.Context, entries ...Entry) error {
 		return fmt.Errorf("audit append: %w", err)
 	}
 	return nil
+}
+
+// CopyGlobalLater queues copies for the global stream, written in batches by
+// RunGlobalCopier: hot paths (a login decision) do not wait for the
+// operators' copy. The practitioner's entry, written in the state change
+// itself, is the authoritative one; a crash loses at most the queued copies.
+// When the queue is full, the copy is written at once.
+func (l *Log) CopyGlobalLater(ctx context.Context, entries ...Entry) {
+	for i, e := range entries {
+		select {
+		case l.copies <- e:
+		default:
+			_ = l.AppendGlobal(context.WithoutCancel(ctx), entries[i:]...)
+			return
+		}
+	}
+}
+
+// RunGlobalCopier writes queued global copies until ctx ends, then flushes
+// what is left.
+func (l *Log) RunGlobalCopier(ctx context.Context) {
+	batch := make([]Entry, 0, 256)
+	flush := func(ctx context.Context) {
+		if len(batch) == 0 {
+			return
+		}
+		if err := l.AppendGlobal(ctx, batch...); err != nil {
+			// Redis is down: keep nothing unbounded in memory; the
+			// practitioners' streams hold the authoritative entries.
+			_ = err
+		}
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			for {
+				select {
+				case e := <-l.copies:
+					batch = append(batch, e)
+				default:
+					fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+					flush(fctx)
+					cancel()
+					return
+				}
+			}
+		case e := <-l.copies:
+			batch = append(batch, e)
+		drain:
+			for len(batch) < cap(batch) {
+				select {
+				case e := <-l.copies:
+					batch = append(batch, e)
+				default:
+					break drain
+				}
+			}
+			flush(ctx)
+		}
+	}
 }
 
 var cursorRE = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)

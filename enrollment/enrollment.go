@@ -633,3 +633,18 @@ func validPushToken(s string) bool {
 	}
 	return true
 }
+
+// DevicesKey is the Redis hash of a practitioner's devices: device_id ->
+// device JSON (fields device_id, status, push_token among others), on the
+// practitioner's hash tag, for scripts of other packages that must read
+// devices atomically with their own state (docs/redis.md).
+func (s *Service) DevicesKey(subject string) string { return s.keys.devices(subject) }
+
+// PublicKey returns an enrolled device's public key (ErrNotFound if none).
+func (s *Service) PublicKey(ctx context.Context, deviceID string) (*ecdsa.PublicKey, error) {
+	p, err := s.pointer(ctx, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	return p.key, nil
+}

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -31,7 +32,10 @@ import (
 
 	"github.com/ecps-sante/ecps/api"
 	"github.com/ecps-sante/ecps/audit"
+	"github.com/ecps-sante/ecps/challenge"
 	"github.com/ecps-sante/ecps/enrollment"
+	"github.com/ecps-sante/ecps/push"
+	"github.com/ecps-sante/ecps/ratelimit"
 )
 
 func main() {
@@ -99,7 +103,28 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	metrics := api.NewMetrics(reg)
 	rdb.AddHook(metrics.RedisHook())
 
+	// Background workers live until every in-flight request has finished.
+	bg, stopBG := context.WithCancel(context.Background())
+	var workers sync.WaitGroup
+	defer func() { stopBG(); workers.Wait() }()
+
+	var sender push.Sender
+	switch cfg.File.Push.Provider {
+	case "log":
+		sender = push.LogSender{Log: log}
+	case "none":
+		sender = push.NoneSender{}
+	default:
+		return fmt.Errorf("push.provider %q: not available in this build (use log or none)", cfg.File.Push.Provider)
+	}
+
 	auditLog := audit.New(rdb, cfg.File.Redis.KeyPrefix, cfg.AuditRetention)
+	hub := challenge.NewHub(rdb, cfg.File.Redis.KeyPrefix, log)
+	limiter := ratelimit.New(rdb, cfg.File.Redis.KeyPrefix, cfg.File.Limits.ClientRPS, ratelimit.Options{Logger: log})
+	workers.Add(3)
+	go func() { defer workers.Done(); auditLog.RunGlobalCopier(bg) }()
+	go func() { defer workers.Done(); hub.Run(bg) }()
+	go func() { defer workers.Done(); limiter.Run(bg) }()
 	enrol := enrollment.New(rdb, auditLog, enrollment.Options{
 		KeyPrefix:          cfg.File.Redis.KeyPrefix,
 		PublicURL:          cfg.File.PublicURL,
@@ -108,6 +133,19 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		DevicesPerSubject:  cfg.File.Limits.DevicesPerSubject,
 		ProofMaxSkew:       cfg.ProofMaxSkew,
 	})
+	challenges := challenge.New(rdb, auditLog, sender, enrol, hub, challenge.Options{
+		KeyPrefix:          cfg.File.Redis.KeyPrefix,
+		PublicURL:          cfg.File.PublicURL,
+		NumberDigits:       cfg.File.Limits.NumberDigits,
+		PollInterval:       cfg.PollInterval,
+		QRTokenTTL:         cfg.QRTokenTTL,
+		ProofMaxSkew:       cfg.ProofMaxSkew,
+		PendingPerSubject:  cfg.File.Limits.PendingPerSubject,
+		PushesPerSubject:   cfg.File.Limits.PushesPerSubject,
+		PushesWindow:       cfg.PushesWindow,
+		DenialsBeforeBlock: cfg.File.Limits.DenialsBeforeBlock,
+		BlockDuration:      cfg.BlockDuration,
+	})
 	opts := api.Options{
 		Logger:         log,
 		TrustedProxies: cfg.TrustedProxies,
@@ -115,7 +153,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		Registry:       reg,
 		Metrics:        metrics,
 		Enrollment:     enrol,
+		Challenges:     challenges,
 		Audit:          auditLog,
+		ClientLimiter:  limiter,
 		Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 	}
 	for _, c := range cfg.Clients {
@@ -130,7 +170,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		return err
 	}
 
-	servers := []*http.Server{newHTTPServer(srv.Handler())}
+	mainSrv := newHTTPServer(srv.Handler())
+	mainSrv.RegisterOnShutdown(hub.Close) // waiting long-polls answer authorization_pending
+	servers := []*http.Server{mainSrv}
 	listeners := []net.Listener{}
 	ln, err := net.Listen("tcp", cfg.File.Listen)
 	if err != nil {

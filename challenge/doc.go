@@ -1,0 +1,35 @@
+// Package challenge runs logins: an IdP creates an authentication, the
+// practitioner's phone reads the challenge and signs a decision, and the IdP
+// polls (CIBA style, with long-poll) until it gets the result, exactly once.
+//
+// States of an authentication:
+//
+//	pending ──(phone claims the QR code; QR logins only)──▶ claimed
+//	pending, claimed ──(signed decision: approve with the right number)──▶ approved
+//	pending, claimed ──(deny, fraud, or approve with a wrong number)──▶ denied
+//	pending, claimed ──(IdP DELETE)──▶ cancelled
+//	pending, claimed ──(expires_in passes)──▶ expired (computed, never written)
+//	approved ──(first poll that reads it)──▶ delivered: every later poll is invalid_grant
+//
+// A decision is taken by one Lua script on the authentication's own hash tag:
+// exactly one decision wins whatever the concurrency and the replica; the
+// losers get conflict. The decision is then audited (and the practitioner's
+// denial counter and fraud block updated) by a script on the practitioner's
+// hash tag, and only then made readable ("audited") and announced on the
+// pub/sub channel: no result is readable before its audit entry exists.
+//
+// Identifiers: auth_req_id (the IdP's), challenge_id (the phone's), login_id
+// (the browser's) and QR tokens share a random tag that names the
+// authentication's hash tag, followed by a secret of 128 bits of their own,
+// stored as SHA-256: knowing one never gives another, and every operation
+// finds its keys without a lookup.
+//
+// Long-poll: each process holds one Redis subscription (Hub) and wakes its
+// waiting requests in memory. A waiter subscribes, then re-reads the state,
+// and re-reads it again on wake-up and on timeout, so a lost message never
+// loses a result.
+//
+// Abuse limits, checked atomically with the creation of a push login on the
+// practitioner's hash tag: pending authentications, pushes per window, a
+// block after consecutive denials or a fraud report.
+package challenge
