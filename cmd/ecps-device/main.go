@@ -56,6 +56,13 @@ func commands() []command {
 		{"remove", "DEVICE_ID", "revoke one of the practitioner's devices", cmdRemove},
 		{"push-token", "TOKEN", "set this device's FCM push token", cmdPushToken},
 		{"whoami", "[-json]", "show the enrolled device of the state file (never the key)", cmdWhoami},
+		{"challenges", "[-json]", "list the practitioner's pending login challenges", cmdChallenges},
+		{"show", "CHALLENGE_ID [-json]", "show one login challenge", cmdShow},
+		{"approve", "CHALLENGE_ID -number NN [-uv pin|fingerprint|face]", "approve a login with the number shown by the service", cmdApprove},
+		{"deny", "CHALLENGE_ID [-uv pin|fingerprint|face]", "deny a login", cmdDeny},
+		{"fraud", "CHALLENGE_ID [-uv pin|fingerprint|face]", "deny a login and report it as fraud (blocks new pushes for a while)", cmdFraud},
+		{"claim", "'ecps://login?t=…&h=…' | - (URI on stdin)", "claim a QR login shown by the service, then approve it", cmdClaim},
+		{"watch", "[-interval 2s] [-once] [-uv pin|fingerprint|face]", "poll for challenges and answer each one on the terminal", cmdWatch},
 	}
 }
 
