@@ -136,6 +136,7 @@ func (e *env) newReplica() *replica {
 		Clients: []Client{
 			{ID: "idp", Name: "Test IdP", SecretSHA256: sum(testClientSecret), Scopes: []string{"authentication"},
 				RedirectURIs: []string{"https://idp.test/cb"}},
+			{ID: "idp-actonly", Name: "Activation only", SecretSHA256: sum(testActClientSec), Scopes: []string{"activation"}},
 			{ID: "idp-2", Name: "Other IdP", SecretSHA256: sum(testClientSecret2), Scopes: []string{"authentication"}},
 			{ID: "idp-act", Name: "Activating IdP", SecretSHA256: sum(testActClientSec), Scopes: []string{"authentication", "activation"}},
 		},
@@ -431,4 +432,10 @@ func parseURIQuery(uri string) (url.Values, error) {
 		return nil, err
 	}
 	return u.Query(), nil
+}
+
+func redisClient(t testing.TB) (redis.UniversalClient, string) { return redistest.Client(t) }
+
+func (e *env) metricLimit(name string) float64 {
+	return testutil.ToFloat64(e.replicas[0].metrics.limitHits.WithLabelValues(name))
 }
