@@ -174,6 +174,10 @@ func (l *Log) CopyGlobalLater(ctx context.Context, entries ...Entry) {
 	}
 }
 
+// copyEvery is how often queued global copies are written: one round trip
+// carries every copy queued meanwhile.
+const copyEvery = 50 * time.Millisecond
+
 // RunGlobalCopier writes queued global copies until ctx ends, then flushes
 // what is left.
 func (l *Log) RunGlobalCopier(ctx context.Context) {
@@ -182,13 +186,14 @@ func (l *Log) RunGlobalCopier(ctx context.Context) {
 		if len(batch) == 0 {
 			return
 		}
-		if err := l.AppendGlobal(ctx, batch...); err != nil {
-			// Redis is down: keep nothing unbounded in memory; the
-			// practitioners' streams hold the authoritative entries.
-			_ = err
-		}
+		// On error (Redis down) the copies are dropped: nothing grows without
+		// bound in memory, and the practitioners' streams hold the
+		// authoritative entries.
+		_ = l.AppendGlobal(ctx, batch...)
 		batch = batch[:0]
 	}
+	tick := time.NewTicker(copyEvery)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -205,15 +210,10 @@ func (l *Log) RunGlobalCopier(ctx context.Context) {
 			}
 		case e := <-l.copies:
 			batch = append(batch, e)
-		drain:
-			for len(batch) < cap(batch) {
-				select {
-				case e := <-l.copies:
-					batch = append(batch, e)
-				default:
-					break drain
-				}
+			if len(batch) == cap(batch) {
+				flush(ctx)
 			}
+		case <-tick.C:
 			flush(ctx)
 		}
 	}
