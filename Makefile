@@ -1,10 +1,11 @@
 # e-CPS backend: build, run and check.
 #   make run     local dev server on 127.0.0.1:8080 with a local Redis (installs redis-server if root)
+#   make demo    a scripted end-to-end login (desk, phone, IdP) against the server of `make run`
 #   make test    all tests (race detector) against a throw-away Redis
 #   make bench   benchmarks against a throw-away Redis
 #   make fuzz    each fuzz target for FUZZTIME
 #   make lint    gofmt, go vet, staticcheck
-#   make build   bin/ecpsd, bin/ecps-device
+#   make build   bin/ecpsd, bin/ecps-device, bin/ecps-demo
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := build
@@ -19,7 +20,7 @@ TEST_REDIS  := ./deploy/dev/test-redis.sh
 VAR_DIR   := $(CURDIR)/var
 REDIS_DIR := $(VAR_DIR)/redis
 
-.PHONY: build run test bench fuzz lint clean
+.PHONY: build run demo test bench fuzz lint clean
 
 build:
 	mkdir -p bin
@@ -66,6 +67,20 @@ run: build
 	fi; \
 	bin/ecpsd dev-config -out "$(VAR_DIR)/dev.yaml" -listen "$(LISTEN)" -redis-url "$$redis_url"; \
 	exec bin/ecpsd -config "$(VAR_DIR)/dev.yaml"
+
+# Scripted login against the server that `make run` started (in another
+# terminal): desk activation, enrolment by bin/ecps-device (throw-away state
+# in var/demo/), IdP login and long-poll, approval on the "phone". It reads
+# the demo credentials that `make run` wrote in clear to var/dev-credentials.env
+# (dev only) and stops with a clear message if that server does not answer
+# GET /readyz.
+demo: build
+	@if [ ! -f var/dev-credentials.env ]; then \
+		echo "error: var/dev-credentials.env not found: start the dev server first with 'make run'" >&2; \
+		echo "       (in another terminal; it writes that file), then run 'make demo' again." >&2; \
+		exit 1; \
+	fi
+	bin/ecps-demo -credentials var/dev-credentials.env
 
 test:
 	$(TEST_REDIS) $(GO) test -race -count=1 -timeout 30m ./...

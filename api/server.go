@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -92,6 +93,9 @@ const MaxBody = 64 << 10
 
 // New builds the server and its routes.
 func New(opts Options) (*Server, error) {
+	if opts.Enrollment == nil || opts.Challenges == nil || opts.Audit == nil || opts.Metrics == nil || opts.Logger == nil {
+		return nil, errors.New("api.New: Logger, Metrics, Enrollment, Challenges and Audit are required")
+	}
 	s := &Server{log: opts.Logger, clients: map[string]*Client{}, operators: opts.Operators,
 		metrics: opts.Metrics, enrollment: opts.Enrollment, challenges: opts.Challenges, audit: opts.Audit, limiter: opts.ClientLimiter, ready: opts.Ready}
 	for i := range opts.Clients {

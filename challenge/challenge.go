@@ -554,7 +554,7 @@ func (s *Service) Claim(ctx context.Context, dev Device, qrToken string) (Challe
 	if qrToken == "" {
 		return Challenge{}, fmt.Errorf("%w: qr_token is required", ErrInvalid)
 	}
-	tag, secret, ok := splitID(qrToken)
+	tag, secret, ok := splitQRToken(qrToken)
 	if !ok {
 		return Challenge{}, ErrQRTokenInvalid
 	}
@@ -649,7 +649,7 @@ func (s *Service) LoginQR(ctx context.Context, loginID string) ([]byte, time.Tim
 		return nil, time.Time{}, ErrLoginNoQR
 	}
 	exp, _ := strconv.ParseInt(vals[1], 10, 64)
-	uri := "ecps://login?t=" + tag + "." + token + "&h=" + url.QueryEscape(s.opts.PublicURL)
+	uri := "ecps://login?t=" + tag + token + "&h=" + url.QueryEscape(s.opts.PublicURL)
 	png, err := qrcode.Encode(uri, qrcode.Medium, 320)
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("qr: %w", err)
@@ -689,13 +689,22 @@ const (
 	secretLen = 22 // base64url of 16 bytes
 )
 
-// splitID splits "<tag>.<secret>" (auth_req_id, login_id, qr token).
+// splitID splits "<tag>.<secret>" (auth_req_id, login_id).
 func splitID(id string) (tag, secret string, ok bool) {
 	tag, secret, ok = strings.Cut(id, ".")
 	if !ok || len(tag) != tagLen || len(secret) != secretLen || !base64url(tag) || !base64url(secret) {
 		return "", "", false
 	}
 	return tag, secret, true
+}
+
+// splitQRToken splits a QR token: the tag then the secret, with no
+// separator, so that the token is plain base64url as the contract says.
+func splitQRToken(t string) (tag, secret string, ok bool) {
+	if len(t) != tagLen+secretLen || !base64url(t) {
+		return "", "", false
+	}
+	return t[:tagLen], t[tagLen:], true
 }
 
 func challengeTag(id string) (string, bool) {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
+	"image/png"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,20 +19,29 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	qr "github.com/piglig/go-qr"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ecps-sante/ecps/api"
 	"github.com/ecps-sante/ecps/audit"
+	challengesvc "github.com/ecps-sante/ecps/challenge" // this package has its own type challenge
 	"github.com/ecps-sante/ecps/enrollment"
+	"github.com/ecps-sante/ecps/push"
 	"github.com/ecps-sante/ecps/redistest"
 )
 
-// End-to-end: the CLI against the real service (api.New, enrollment, audit)
-// on a real Redis, driven as a desk operator and a practitioner would.
+// End-to-end: the CLI against the real service (api.New, enrollment,
+// challenges, audit) on a real Redis, driven as a desk operator, an IdP and
+// a practitioner would.
 
 const (
-	e2eOperatorKey = "e2e-operator-key-0123456789abcdef"
-	e2eSubject     = "810001234565" // valid idNat (RPPS, Luhn)
+	e2eOperatorKey   = "e2e-operator-key-0123456789abcdef"
+	e2eSubject       = "810001234565" // valid idNat (RPPS, Luhn)
+	e2eClientID      = "e2e-idp"
+	e2eClientName    = "Pro Santé Connect (e2e)"
+	e2eClientSecret  = "e2e-client-secret-0123456789abcdef"
+	e2eRedirectURI   = "https://idp.e2e.test/cb"
+	e2eLongPollWaitS = 10
 )
 
 // e2eService is a running service and its desk's HTTP access.
@@ -49,14 +60,24 @@ func startE2EService(t *testing.T) *e2eService {
 	hs := httptest.NewUnstartedServer(nil)
 	publicURL := "http://" + hs.Listener.Addr().String()
 
+	// The challenge hub delivers decisions to long-polls; it runs until the test ends.
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	logger := slog.New(slog.DiscardHandler)
 	log := audit.New(rdb, prefix, 400*24*time.Hour)
+	hub := challengesvc.NewHub(rdb, prefix, logger)
+	go hub.Run(ctx)
+	enrol := enrollment.New(rdb, log, enrollment.Options{KeyPrefix: prefix, PublicURL: publicURL, ProofMaxSkew: 60 * time.Second})
 	reg := prometheus.NewRegistry()
 	srv, err := api.New(api.Options{
-		Logger:     slog.New(slog.DiscardHandler),
+		Logger: logger,
+		Clients: []api.Client{{ID: e2eClientID, Name: e2eClientName, SecretSHA256: sha256.Sum256([]byte(e2eClientSecret)),
+			Scopes: []string{"authentication"}, RedirectURIs: []string{e2eRedirectURI}}},
 		Operators:  []api.Operator{{Name: "desk-e2e", KeySHA256: sha256.Sum256([]byte(e2eOperatorKey))}},
 		Registry:   reg,
 		Metrics:    api.NewMetrics(reg),
-		Enrollment: enrollment.New(rdb, log, enrollment.Options{KeyPrefix: prefix, PublicURL: publicURL, ProofMaxSkew: 60 * time.Second}),
+		Enrollment: enrol,
+		Challenges: challengesvc.New(rdb, log, push.NoneSender{}, enrol, hub, challengesvc.Options{KeyPrefix: prefix, PublicURL: publicURL}),
 		Audit:      log,
 		Ready:      func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 	})
@@ -332,4 +353,303 @@ func wantNoFile(t *testing.T, path string) {
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatalf("state file %s written after a refusal: %v", path, err)
 	}
+}
+
+// ---- the IdP's side of a login ----
+
+// authCreated is the 201 answer to POST /api/v1/authentications.
+type authCreated struct {
+	AuthReqID          string `json:"auth_req_id"`
+	ExpiresIn          int    `json:"expires_in"`
+	Interval           int    `json:"interval"`
+	VerificationNumber string `json:"verification_number"`
+	LoginURL           string `json:"login_url"`
+}
+
+// pollAnswer is one answer to the IdP's GET /api/v1/authentications/{id}.
+type pollAnswer struct {
+	Status int
+	Body   map[string]any
+	Raw    string
+	Err    error // transport error
+}
+
+// idp sends a request as the IdP client (HTTP Basic); it never fails the
+// test, so that it can run in a goroutine.
+func (s *e2eService) idp(method, path string, body any) pollAnswer {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return pollAnswer{Err: err}
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, s.url+path, rd)
+	if err != nil {
+		return pollAnswer{Err: err}
+	}
+	req.SetBasicAuth(e2eClientID, e2eClientSecret)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return pollAnswer{Err: err}
+	}
+	defer res.Body.Close()
+	data, err := io.ReadAll(res.Body)
+	if err != nil {
+		return pollAnswer{Err: err}
+	}
+	a := pollAnswer{Status: res.StatusCode, Raw: string(data)}
+	if len(data) > 0 {
+		if err := json.Unmarshal(data, &a.Body); err != nil {
+			a.Err = fmt.Errorf("body %q: %v", data, err)
+		}
+	}
+	return a
+}
+
+// createLogin creates an authentication: a push login with a login_hint, a
+// QR login without.
+func (s *e2eService) createLogin(req map[string]any) authCreated {
+	s.t.Helper()
+	a := s.idp(http.MethodPost, "/api/v1/authentications", req)
+	if a.Err != nil || a.Status != http.StatusCreated {
+		s.t.Fatalf("create authentication %v: HTTP %d %s %v", req, a.Status, a.Raw, a.Err)
+	}
+	var c authCreated
+	if err := json.Unmarshal([]byte(a.Raw), &c); err != nil || c.AuthReqID == "" || c.VerificationNumber == "" {
+		s.t.Fatalf("authentication answer %s: %v", a.Raw, err)
+	}
+	return c
+}
+
+// poll is one IdP poll, long when wait > 0.
+func (s *e2eService) poll(authReqID string, wait int) pollAnswer {
+	path := "/api/v1/authentications/" + url.PathEscape(authReqID)
+	if wait > 0 {
+		path += fmt.Sprintf("?wait=%d", wait)
+	}
+	return s.idp(http.MethodGet, path, nil)
+}
+
+// longPoll starts the IdP's long-poll in the background; the answer comes on
+// the channel.
+func (s *e2eService) longPoll(authReqID string) <-chan pollAnswer {
+	ch := make(chan pollAnswer, 1)
+	go func() { ch <- s.poll(authReqID, e2eLongPollWaitS) }()
+	return ch
+}
+
+func wantApproved(t *testing.T, a pollAnswer, deviceID string) {
+	t.Helper()
+	if a.Err != nil || a.Status != http.StatusOK || a.Body["status"] != "approved" || a.Body["sub"] != e2eSubject ||
+		a.Body["device_id"] != deviceID {
+		t.Fatalf("IdP poll: HTTP %d %s %v; want 200 approved for %s by %s", a.Status, a.Raw, a.Err, e2eSubject, deviceID)
+	}
+	amr, _ := a.Body["amr"].([]any)
+	if fmt.Sprint(amr) != "[hwk mfa pin]" {
+		t.Errorf("amr %v, want [hwk mfa pin] (the CLI's default -uv pin)", amr)
+	}
+}
+
+func wantPollError(t *testing.T, a pollAnswer, code, reason string) {
+	t.Helper()
+	if a.Err != nil || a.Status != http.StatusBadRequest || a.Body["error"] != code || (reason != "" && a.Body["reason"] != reason) {
+		t.Fatalf("IdP poll: HTTP %d %s %v; want 400 %s reason %q", a.Status, a.Raw, a.Err, code, reason)
+	}
+}
+
+// awaitPoll waits for a background long-poll.
+func awaitPoll(t *testing.T, ch <-chan pollAnswer) pollAnswer {
+	t.Helper()
+	select {
+	case a := <-ch:
+		return a
+	case <-time.After(2 * e2eLongPollWaitS * time.Second):
+		t.Fatal("the IdP's long-poll did not return")
+		return pollAnswer{}
+	}
+}
+
+// pendingChallengeIDs lists the practitioner's pending challenges with `challenges -json`.
+func pendingChallengeIDs(t *testing.T, state string) []string {
+	t.Helper()
+	code, out, errOut := runCLI(t, "-state", state, "challenges", "-json")
+	if code != exitOK {
+		t.Fatalf("challenges -json: exit %d, stderr %q", code, errOut)
+	}
+	var list struct {
+		Challenges []challenge `json:"challenges"`
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("challenges -json printed %q: %v", out, err)
+	}
+	var ids []string
+	for _, c := range list.Challenges {
+		ids = append(ids, c.ChallengeID)
+	}
+	return ids
+}
+
+// qrLoginURI reads the login page's QR code from its pixels, as a phone's camera would.
+func (s *e2eService) qrLoginURI(loginURL string) string {
+	s.t.Helper()
+	res, err := http.Get(loginURL + "/qr.png")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "image/png" {
+		s.t.Fatalf("GET %s/qr.png: HTTP %d, Content-Type %q", loginURL, res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	img, err := png.Decode(res.Body)
+	if err != nil {
+		s.t.Fatalf("qr.png: %v", err)
+	}
+	text, err := qr.Decode(img)
+	if err != nil {
+		s.t.Fatalf("decode the QR code of qr.png: %v", err)
+	}
+	return text
+}
+
+func TestE2ELoginThroughCLI(t *testing.T) {
+	svc := startE2EService(t)
+	state := filepath.Join(t.TempDir(), "phone", "state.json")
+	a := svc.createActivation()
+	if code, _, errOut := runCLI(t, "-state", state, "enrol", a.EnrolURI); code != exitOK {
+		t.Fatalf("enrol: exit %d, stderr %q", code, errOut)
+	}
+	dev := mustLoadState(t, state)
+
+	step := func(name string, f func(t *testing.T)) {
+		t.Helper()
+		if !t.Run(name, f) {
+			t.FailNow()
+		}
+	}
+
+	step("push login approved with the IdP's number", func(t *testing.T) {
+		const binding = "Connexion au DMP (e2e)"
+		login := svc.createLogin(map[string]any{"login_hint": e2eSubject, "binding_message": binding})
+		if login.LoginURL != "" {
+			t.Errorf("a push login has login_url %q", login.LoginURL)
+		}
+		ids := pendingChallengeIDs(t, state)
+		if len(ids) != 1 {
+			t.Fatalf("pending challenges %q, want one", ids)
+		}
+		id := ids[0]
+
+		code, out, errOut := runCLI(t, "-state", state, "challenges")
+		if code != exitOK || !strings.Contains(out, id) || !strings.Contains(out, e2eClientName) || !strings.Contains(out, binding) {
+			t.Fatalf("challenges: exit %d, stdout %q, stderr %q; want %s, %q and %q", code, out, errOut, id, e2eClientName, binding)
+		}
+		code, out, errOut = runCLI(t, "-state", state, "show", id)
+		if code != exitOK || !hasLine(out, "client:", e2eClientName) || !hasLine(out, "binding message:", binding) ||
+			!strings.Contains(out, fmt.Sprintf("%d-digit number", len(login.VerificationNumber))) {
+			t.Fatalf("show: exit %d, stdout %q, stderr %q", code, out, errOut)
+		}
+		if strings.Contains(out, login.VerificationNumber+"\n") {
+			t.Errorf("show seems to print the verification number:\n%s", out)
+		}
+
+		// The IdP long-polls before the phone answers; the decision ends it.
+		poll := svc.longPoll(login.AuthReqID)
+		code, out, errOut = runCLI(t, "-state", state, "approve", id, "--number", login.VerificationNumber)
+		if code != exitOK || strings.TrimSpace(out) != "approved challenge "+id {
+			t.Fatalf("approve: exit %d, stdout %q, stderr %q", code, out, errOut)
+		}
+		wantApproved(t, awaitPoll(t, poll), dev.DeviceID)
+		// Exactly once: a later read is invalid_grant.
+		wantPollError(t, svc.poll(login.AuthReqID, 0), "invalid_grant", "")
+		if ids := pendingChallengeIDs(t, state); len(ids) != 0 {
+			t.Errorf("challenges after the approval: %q, want none", ids)
+		}
+		// A second decision on the same challenge is refused.
+		code, _, errOut = runCLI(t, "-state", state, "deny", id)
+		if code != exitError || !strings.Contains(errOut, "already decided or cancelled (HTTP 409)") {
+			t.Errorf("deny after approve: exit %d, stderr %q; want 1 and a 409", code, errOut)
+		}
+	})
+
+	step("push login denied", func(t *testing.T) {
+		login := svc.createLogin(map[string]any{"login_hint": e2eSubject, "binding_message": "Connexion refusée (e2e)"})
+		ids := pendingChallengeIDs(t, state)
+		if len(ids) != 1 {
+			t.Fatalf("pending challenges %q, want one", ids)
+		}
+		code, out, errOut := runCLI(t, "-state", state, "deny", ids[0])
+		if code != exitOK || strings.TrimSpace(out) != "denied challenge "+ids[0] {
+			t.Fatalf("deny: exit %d, stdout %q, stderr %q", code, out, errOut)
+		}
+		wantPollError(t, svc.poll(login.AuthReqID, 0), "access_denied", "denied")
+	})
+
+	step("QR login claimed from the page's QR code, then approved", func(t *testing.T) {
+		login := svc.createLogin(map[string]any{"binding_message": "Connexion par QR code (e2e)", "redirect_uri": e2eRedirectURI})
+		if !strings.HasPrefix(login.LoginURL, svc.url+"/login/") {
+			t.Fatalf("login_url %q, want under %s/login/", login.LoginURL, svc.url)
+		}
+		// Nothing is pushed, nothing is pending for the practitioner until the claim.
+		if ids := pendingChallengeIDs(t, state); len(ids) != 0 {
+			t.Fatalf("pending challenges before the claim: %q", ids)
+		}
+		// The page's QR code must be a URI the phone accepts: PROTOCOL.md
+		// ("Details": `t` is base64url without padding, `h` query-escaped).
+		uri := svc.qrLoginURI(login.LoginURL)
+		link, err := parseLoginURI(uri)
+		if err != nil {
+			t.Fatalf("the login page's QR code %q is refused by the phone client: %v\n"+
+				"(PROTOCOL.md: in the login QR's URI, t is base64url without padding)", uri, err)
+		}
+		if link.Server != svc.url {
+			t.Fatalf("QR code %q names the service %s, want %s", uri, link.Server, svc.url)
+		}
+
+		code, out, errOut := runCLI(t, "-state", state, "claim", uri)
+		if code != exitOK || !hasLine(out, "client:", e2eClientName) {
+			t.Fatalf("claim: exit %d, stdout %q, stderr %q", code, out, errOut)
+		}
+		var id string
+		for _, l := range strings.Split(out, "\n") {
+			if rest, ok := strings.CutPrefix(l, "challenge:"); ok {
+				id = strings.TrimSpace(rest)
+			}
+		}
+		if id == "" {
+			t.Fatalf("claim printed no challenge id:\n%s", out)
+		}
+		// The token is single use.
+		if code, _, errOut := runCLI(t, "-state", state, "claim", uri); code != exitError || !strings.Contains(errOut, "invalid_grant") {
+			t.Errorf("second claim: exit %d, stderr %q; want 1 and invalid_grant", code, errOut)
+		}
+
+		poll := svc.longPoll(login.AuthReqID)
+		code, out, errOut = runCLI(t, "-state", state, "approve", id, "--number", login.VerificationNumber)
+		if code != exitOK || strings.TrimSpace(out) != "approved challenge "+id {
+			t.Fatalf("approve: exit %d, stdout %q, stderr %q", code, out, errOut)
+		}
+		wantApproved(t, awaitPoll(t, poll), dev.DeviceID)
+	})
+}
+
+// hasLine reports whether one line of s contains every want.
+func hasLine(s string, want ...string) bool {
+	for _, l := range strings.Split(s, "\n") {
+		ok := true
+		for _, w := range want {
+			if !strings.Contains(l, w) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
 }

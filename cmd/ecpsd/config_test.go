@@ -588,13 +588,64 @@ func TestDevConfig(t *testing.T) {
 	}
 	checkContractDefaults(t, cfg)
 
-	// A second run makes new credentials.
+	// The demo's env file, next to the config: the printed secrets in clear, mode 0600.
+	credPath := filepath.Join(filepath.Dir(out), "dev-credentials.env")
+	wantEnv := map[string]string{
+		"ECPS_DEMO_URL":           "http://127.0.0.1:18080",
+		"ECPS_DEMO_CLIENT_ID":     "demo-idp",
+		"ECPS_DEMO_CLIENT_SECRET": secret[1],
+		"ECPS_DEMO_DESK_KEY":      key[1],
+	}
+	checkDevCredentials(t, credPath, wantEnv)
+	if !strings.Contains(stdout.String(), credPath) {
+		t.Errorf("stdout does not name %s:\n%s", credPath, stdout.String())
+	}
+
+	// A second run makes new credentials, and rewrites the env file with them.
 	var stdout2 bytes.Buffer
 	if code := run(context.Background(), []string{"dev-config", "-out", out}, strings.NewReader(""), &stdout2, &stderr, envOf(nil)); code != exitOK {
 		t.Fatalf("second run: exit %d", code)
 	}
-	if s2 := regexp.MustCompile(`secret: (\S+)`).FindStringSubmatch(stdout2.String()); s2 == nil || s2[1] == secret[1] {
-		t.Error("second dev-config run did not make a new secret")
+	s2 := regexp.MustCompile(`secret: (\S+)`).FindStringSubmatch(stdout2.String())
+	k2 := regexp.MustCompile(`desk operator\s+key: (\S+)`).FindStringSubmatch(stdout2.String())
+	if s2 == nil || s2[1] == secret[1] || k2 == nil || k2[1] == key[1] {
+		t.Fatal("second dev-config run did not make new credentials")
+	}
+	wantEnv["ECPS_DEMO_URL"] = "http://127.0.0.1:8080"
+	wantEnv["ECPS_DEMO_CLIENT_SECRET"] = s2[1]
+	wantEnv["ECPS_DEMO_DESK_KEY"] = k2[1]
+	checkDevCredentials(t, credPath, wantEnv)
+}
+
+// checkDevCredentials checks dev-credentials.env: mode 0600 and exactly the
+// wanted KEY=VALUE lines (besides comments).
+func checkDevCredentials(t *testing.T, path string, want map[string]string) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("demo credentials file: %v", err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s: mode %v, want 0600", path, fi.Mode().Perm())
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, l := range nonEmptyLines(string(raw)) {
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(l, "=")
+		if !ok {
+			t.Errorf("%s: line %q is not KEY=VALUE", path, l)
+			continue
+		}
+		got[k] = v
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%s holds %q, want %q", path, got, want)
 	}
 }
 
@@ -635,21 +686,26 @@ func TestConfigRedisURLErrorHidesPassword(t *testing.T) {
 // a wider mode.
 func TestDevConfigOverwriteIsMode0600(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "dev.yaml")
-	if err := os.WriteFile(out, []byte("old\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(out, 0o644); err != nil { // whatever the umask
-		t.Fatal(err)
+	creds := filepath.Join(filepath.Dir(out), "dev-credentials.env")
+	for _, p := range []string{out, creds} {
+		if err := os.WriteFile(p, []byte("old\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, 0o644); err != nil { // whatever the umask
+			t.Fatal(err)
+		}
 	}
 	var stdout, stderr bytes.Buffer
 	if code := run(context.Background(), []string{"dev-config", "-out", out}, strings.NewReader(""), &stdout, &stderr, envOf(nil)); code != exitOK {
 		t.Fatalf("exit %d; stderr:\n%s", code, stderr.String())
 	}
-	fi, err := os.Stat(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Errorf("mode %v after overwriting a 0644 file, want 0600", fi.Mode().Perm())
+	for _, p := range []string{out, creds} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v after overwriting a 0644 file, want 0600", filepath.Base(p), fi.Mode().Perm())
+		}
 	}
 }

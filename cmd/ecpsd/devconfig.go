@@ -14,8 +14,15 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// devCredentialsFile is written next to the dev configuration: the demo
+// credentials in clear, for `make demo` (cmd/ecps-demo). Development only.
+const devCredentialsFile = "dev-credentials.env"
+
 // devConfig writes a development configuration with fresh demo credentials
-// and prints them once: they are stored only hashed.
+// and prints them once. The configuration stores them only hashed; for the
+// scripted demo they are also written in clear, mode 0600, to
+// <dir of -out>/dev-credentials.env (dev only: production configs are
+// written by hand, with `ecpsd hash-secret`, and have no such file).
 func devConfig(args []string, stdout, stderr io.Writer, env func(string) string) int {
 	fs := flag.NewFlagSet("ecpsd dev-config", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -58,14 +65,35 @@ func devConfig(args []string, stdout, stderr io.Writer, env func(string) string)
 		fmt.Fprintln(stderr, "dev-config:", err)
 		return exitFailed
 	}
-	fmt.Fprintf(stdout, `== e-CPS dev server: demo credentials (shown once, stored only hashed in %s)
+	credPath := filepath.Join(filepath.Dir(*out), devCredentialsFile)
+	if err := writePrivateFile(credPath, devCredentials(*out, *publicURL, fc.Clients[0].ID, clientSecret, deskKey)); err != nil {
+		fmt.Fprintln(stderr, "dev-config:", err)
+		return exitFailed
+	}
+	fmt.Fprintf(stdout, `== e-CPS dev server: demo credentials (stored only hashed in %s;
+   in clear, for `+"`make demo`"+` only, in %s, mode 0600: dev only)
    public URL      %s
    IdP client      id: demo-idp   secret: %s
    desk operator   key: %s
    try:            curl -s -H "Authorization: Bearer %s" -H 'Content-Type: application/json' \
                      -d '{"subject":"810001234565"}' %s/api/v1/desk/activations
-`, *out, *publicURL, clientSecret, deskKey, deskKey, *publicURL)
+`, *out, credPath, *publicURL, clientSecret, deskKey, deskKey, *publicURL)
 	return exitOK
+}
+
+// devCredentials is the content of dev-credentials.env: KEY=VALUE lines
+// (values need no quoting: a URL and base64url secrets), also readable by
+// a shell's `.`.
+func devCredentials(configPath, publicURL, clientID, clientSecret, deskKey string) []byte {
+	return fmt.Appendf(nil, `# Development only: the demo credentials of the dev server configured by
+# %s, in clear (that file holds only their hashes). Written by
+# `+"`ecpsd dev-config`"+` on every `+"`make run`"+`; read by `+"`make demo`"+` (cmd/ecps-demo).
+# Never copy these lines into a production setup.
+ECPS_DEMO_URL=%s
+ECPS_DEMO_CLIENT_ID=%s
+ECPS_DEMO_CLIENT_SECRET=%s
+ECPS_DEMO_DESK_KEY=%s
+`, configPath, publicURL, clientID, clientSecret, deskKey)
 }
 
 func randomSecret() string {

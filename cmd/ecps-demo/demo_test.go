@@ -1,0 +1,302 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ecps-sante/ecps/api"
+	"github.com/ecps-sante/ecps/audit"
+	"github.com/ecps-sante/ecps/challenge"
+	"github.com/ecps-sante/ecps/enrollment"
+	"github.com/ecps-sante/ecps/push"
+	"github.com/ecps-sante/ecps/redistest"
+)
+
+const (
+	testDeskKey      = "demo-test-desk-key-0123456789abcdef"
+	testClientID     = "demo-idp"
+	testClientSecret = "demo-test-client-secret-0123456789"
+	testSubject      = "810001234565" // valid idNat (RPPS, Luhn)
+)
+
+// startService runs the real service (api.New with enrollment, challenges
+// and audit) on a real Redis, with the dev config's demo client and desk
+// operator; it returns its base URL.
+func startService(t *testing.T) string {
+	t.Helper()
+	gin.SetMode(gin.TestMode)
+	rdb, prefix := redistest.Client(t)
+
+	// PublicURL goes into every enrol_uri (h=): it must be the address the
+	// server really listens on, known only once the listener exists.
+	hs := httptest.NewUnstartedServer(nil)
+	publicURL := "http://" + hs.Listener.Addr().String()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	logger := slog.New(slog.DiscardHandler)
+	auditLog := audit.New(rdb, prefix, 400*24*time.Hour)
+	hub := challenge.NewHub(rdb, prefix, logger)
+	go hub.Run(ctx)
+	enrol := enrollment.New(rdb, auditLog, enrollment.Options{KeyPrefix: prefix, PublicURL: publicURL, ProofMaxSkew: 60 * time.Second})
+	reg := prometheus.NewRegistry()
+	srv, err := api.New(api.Options{
+		Logger: logger,
+		Clients: []api.Client{{ID: testClientID, Name: "Démo IdP (dev)", SecretSHA256: sha256.Sum256([]byte(testClientSecret)),
+			Scopes: []string{"authentication", "activation"}, RedirectURIs: []string{publicURL + "/demo/callback"}}},
+		Operators:  []api.Operator{{Name: "demo-desk", KeySHA256: sha256.Sum256([]byte(testDeskKey))}},
+		Registry:   reg,
+		Metrics:    api.NewMetrics(reg),
+		Enrollment: enrol,
+		Challenges: challenge.New(rdb, auditLog, push.NoneSender{}, enrol, hub, challenge.Options{KeyPrefix: prefix, PublicURL: publicURL}),
+		Audit:      auditLog,
+		Ready:      func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs.Config.Handler = srv.Handler()
+	hs.Start()
+	t.Cleanup(hs.Close)
+	if hs.URL != publicURL {
+		t.Fatalf("server URL %s, PublicURL %s", hs.URL, publicURL)
+	}
+	return hs.URL
+}
+
+// buildDevice builds the real ecps-device binary, as `make build` does.
+func buildDevice(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "ecps-device")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/ecps-sante/ecps/cmd/ecps-device")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ecps-device: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func TestDemoLoginApproved(t *testing.T) {
+	base := startService(t)
+	device := buildDevice(t)
+	stateDir := filepath.Join(t.TempDir(), "var", "demo")
+	cfg := config{URL: base, ClientID: testClientID, ClientSecret: testClientSecret, DeskKey: testDeskKey,
+		Device: device, StateDir: stateDir, Subject: testSubject, Wait: 10}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	if err := demo(ctx, cfg, &out); err != nil {
+		t.Fatalf("demo: %v\noutput:\n%s", err, out.String())
+	}
+	got := out.String()
+
+	// The approved result, as the IdP's long-poll returned it.
+	m := regexp.MustCompile(`(?s)→ HTTP 200 after [^\n]*\n(\s*\{.*?\n\s*\})\n`).FindStringSubmatch(got)
+	if m == nil {
+		t.Fatalf("no HTTP 200 poll result in the output:\n%s", got)
+	}
+	var res struct {
+		Status   string   `json:"status"`
+		Sub      string   `json:"sub"`
+		AMR      []string `json:"amr"`
+		DeviceID string   `json:"device_id"`
+	}
+	if err := json.Unmarshal([]byte(m[1]), &res); err != nil {
+		t.Fatalf("poll result %q: %v", m[1], err)
+	}
+	if res.Status != "approved" || res.Sub != testSubject || res.DeviceID == "" || len(res.AMR) == 0 {
+		t.Errorf("poll result %+v, want approved for %s", res, testSubject)
+	}
+
+	// The phone's part is the real CLI, each command shown before its output;
+	// the number typed is the IdP's verification_number.
+	num := regexp.MustCompile(`verification_number\s+(\d+)`).FindStringSubmatch(got)
+	if num == nil {
+		t.Fatalf("no verification_number in the output:\n%s", got)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^\$ ` + regexp.QuoteMeta(device) + ` -state \S+ enrol 'ecps://enrol\?[^']+'\nenrolled device ` + res.DeviceID),
+		regexp.MustCompile(`(?m)^\$ ` + regexp.QuoteMeta(device) + ` -state \S+ challenges\nCHALLENGE_ID`),
+		regexp.MustCompile(`(?m)^\$ ` + regexp.QuoteMeta(device) + ` -state \S+ show chl_\S+\nchallenge: `),
+		regexp.MustCompile(`(?m)^\$ ` + regexp.QuoteMeta(device) + ` -state \S+ approve (chl_\S+) --number ` + num[1] + `\napproved challenge chl_`),
+	} {
+		if !want.MatchString(got) {
+			t.Errorf("output does not match %s:\n%s", want, got)
+		}
+	}
+	// The long-poll was started before the approval.
+	if sent, approve := strings.Index(got, "request sent"), strings.Index(got, " approve chl_"); sent < 0 || approve < sent {
+		t.Errorf("the long-poll is not shown started before the approval:\n%s", got)
+	}
+	// No secret is printed.
+	for _, secret := range []string{testDeskKey, testClientSecret} {
+		if strings.Contains(got, secret) {
+			t.Errorf("the output shows a secret:\n%s", got)
+		}
+	}
+
+	// Clean-up: the state file is gone, the demo device revoked.
+	if entries, err := os.ReadDir(stateDir); err != nil || len(entries) != 0 {
+		t.Errorf("state directory after the demo: %v, %v", entries, err)
+	}
+	if st := deskDeviceStatus(t, base, res.DeviceID); st != "revoked" {
+		t.Errorf("demo device %s is %q after the demo, want revoked", res.DeviceID, st)
+	}
+
+	// Run again: the clean-up leaves the practitioner's limits free.
+	out.Reset()
+	if err := demo(ctx, cfg, &out); err != nil {
+		t.Fatalf("second demo: %v\noutput:\n%s", err, out.String())
+	}
+}
+
+func deskDeviceStatus(t *testing.T, base, id string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/api/v1/desk/practitioners/"+testSubject+"/devices", nil)
+	req.Header.Set("Authorization", "Bearer "+testDeskKey)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var list struct {
+		Devices []struct {
+			DeviceID string `json:"device_id"`
+			Status   string `json:"status"`
+		} `json:"devices"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&list); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range list.Devices {
+		if d.DeviceID == id {
+			return d.Status
+		}
+	}
+	return ""
+}
+
+func writeCredentials(t *testing.T, url string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "dev-credentials.env")
+	body := "# Development only\nECPS_DEMO_URL=" + url + "\nECPS_DEMO_CLIENT_ID=" + testClientID +
+		"\nECPS_DEMO_CLIENT_SECRET=" + testClientSecret + "\nECPS_DEMO_DESK_KEY=" + testDeskKey + "\n"
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func runDemo(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+// Without `make run`, the demo says so before creating anything.
+func TestDemoWithoutService(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there now
+
+	// A phone client that exists, so that only the service is missing.
+	device := filepath.Join(t.TempDir(), "ecps-device")
+	if err := os.WriteFile(device, []byte("#!/bin/sh\nexit 3\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runDemo(t, "-credentials", writeCredentials(t, url), "-device", device)
+	if code != exitError || !strings.Contains(stderr, "no e-CPS service answers at "+url) || !strings.Contains(stderr, "make run") {
+		t.Errorf("exit %d, stderr %q; want 1 and a message naming the URL and make run", code, stderr)
+	}
+	if stdout != "" {
+		t.Errorf("stdout %q, want nothing", stdout)
+	}
+}
+
+func TestDemoCredentials(t *testing.T) {
+	t.Run("fail/missing file", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "dev-credentials.env")
+		code, _, stderr := runDemo(t, "-credentials", path)
+		if code != exitUsage || !strings.Contains(stderr, path+" not found") || !strings.Contains(stderr, "make run") {
+			t.Errorf("exit %d, stderr %q", code, stderr)
+		}
+	})
+	t.Run("fail/incomplete", func(t *testing.T) {
+		code, _, stderr := runDemo(t, "-credentials", "", "-url", "http://127.0.0.1:1")
+		if code != exitUsage || !strings.Contains(stderr, "-client-id") || !strings.Contains(stderr, "-desk-key") {
+			t.Errorf("exit %d, stderr %q", code, stderr)
+		}
+	})
+	t.Run("fail/not KEY=VALUE", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "bad.env")
+		if err := os.WriteFile(path, []byte("# ok\nECPS_DEMO_URL\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if code, _, stderr := runDemo(t, "-credentials", path); code != exitUsage || !strings.Contains(stderr, path+":2") {
+			t.Errorf("exit %d, stderr %q", code, stderr)
+		}
+	})
+	t.Run("ok/file, flags override", func(t *testing.T) {
+		path := writeCredentials(t, "http://127.0.0.1:8080/")
+		cfg, err := loadConfig(path, config{DeskKey: "other-key"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := config{URL: "http://127.0.0.1:8080", ClientID: testClientID, ClientSecret: testClientSecret, DeskKey: "other-key"}
+		if cfg != want {
+			t.Errorf("config %+v, want %+v", cfg, want)
+		}
+	})
+	t.Run("ok/flags only, file missing", func(t *testing.T) {
+		flags := config{URL: "http://h:1", ClientID: "c", ClientSecret: "s", DeskKey: "k"}
+		cfg, err := loadConfig(filepath.Join(t.TempDir(), "none.env"), flags)
+		if err != nil || cfg != flags {
+			t.Errorf("config %+v, %v", cfg, err)
+		}
+	})
+	t.Run("ok/quoted values and export", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "q.env")
+		body := "export ECPS_DEMO_URL=\"http://h:2\"\nECPS_DEMO_CLIENT_ID='c'\nECPS_DEMO_CLIENT_SECRET=s\n\nECPS_DEMO_DESK_KEY=k\n"
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := loadConfig(path, config{})
+		if want := (config{URL: "http://h:2", ClientID: "c", ClientSecret: "s", DeskKey: "k"}); err != nil || cfg != want {
+			t.Errorf("config %+v, %v; want %+v", cfg, err, want)
+		}
+	})
+}
+
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"bin/ecps-device":                       "bin/ecps-device",
+		"--number":                              "--number",
+		"ecps://enrol?a=x&s=y&h=http%3A%2F%2Fh": "'ecps://enrol?a=x&s=y&h=http%3A%2F%2Fh'",
+		"it's":                                  `'it'\''s'`,
+		"":                                      "''",
+	} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
