@@ -2,8 +2,6 @@ package audit
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/ecps-sante/ecps/token"
 )
 
 // Event names of the contract.
@@ -259,8 +259,4 @@ func (l *Log) List(ctx context.Context, subject, before string, limit int) (entr
 	return entries, next, nil
 }
 
-func newOpID() string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
+func newOpID() string { return token.New(12) }

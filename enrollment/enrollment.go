@@ -3,11 +3,7 @@ package enrollment
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +20,7 @@ import (
 	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/deviceproof"
 	"github.com/ecps-sante/ecps/idnat"
+	"github.com/ecps-sante/ecps/token"
 )
 
 const auditLua = audit.AppendLua
@@ -172,8 +169,8 @@ type storedActivation struct {
 // refused with ErrDeviceLimit when they already have the maximum of devices.
 func (s *Service) CreateActivation(ctx context.Context, subject idnat.ID, actor audit.Actor) (Activation, error) {
 	now := s.now()
-	id := "act_" + randomToken(16)
-	secret := randomToken(16)
+	id := "act_" + token.New(16)
+	secret := token.New(16)
 	code := newCode()
 	expires := now.Add(s.opts.ActivationTTL)
 	keep := s.opts.ActivationTTL + activationKeep
@@ -191,8 +188,8 @@ func (s *Service) CreateActivation(ctx context.Context, subject idnat.ID, actor 
 	if res == "limit" {
 		return Activation{}, ErrDeviceLimit
 	}
-	stored, _ := json.Marshal(storedActivation{Subject: sub, SecretHash: hashHex(secret),
-		CodeHash: hashHex(normalizeCode(code)), ExpiresAt: expires.Format(time.RFC3339)})
+	stored, _ := json.Marshal(storedActivation{Subject: sub, SecretHash: token.SHA256Hex(secret),
+		CodeHash: token.SHA256Hex(normalizeCode(code)), ExpiresAt: expires.Format(time.RFC3339)})
 	p := s.rdb.Pipeline()
 	p.Set(ctx, s.keys.activation(id), stored, keep)
 	s.audit.QueueGlobal(ctx, p, entry)
@@ -276,7 +273,7 @@ func (s *Service) Enrol(ctx context.Context, req EnrolRequest) (Device, error) {
 	}
 	now := s.now()
 	proofErr := deviceproof.VerifyEnrol(req.Proof, pub.Key, req.ActivationID, now, s.opts.ProofMaxSkew)
-	deviceID := "dev_" + randomToken(12)
+	deviceID := "dev_" + token.New(12)
 
 	// Round trip 1: the activation, and a claim on the key when the proof holds.
 	p := s.rdb.Pipeline()
@@ -392,9 +389,9 @@ func (s *Service) checkEnrolShape(req EnrolRequest) (deviceproof.PublicKey, erro
 }
 
 func (s *Service) secretMatches(act storedActivation, req EnrolRequest) bool {
-	want, got := act.SecretHash, hashHex(req.Secret)
+	want, got := act.SecretHash, token.SHA256Hex(req.Secret)
 	if req.Code != "" {
-		want, got = act.CodeHash, hashHex(normalizeCode(req.Code))
+		want, got = act.CodeHash, token.SHA256Hex(normalizeCode(req.Code))
 	}
 	return subtle.ConstantTimeCompare([]byte(want), []byte(got)) == 1
 }
@@ -592,19 +589,6 @@ func (s *Service) pointer(ctx context.Context, deviceID string) (devicePointer, 
 }
 
 // ---- Small helpers of this package ----
-
-func randomToken(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err) // crypto/rand never fails on supported platforms
-	}
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-func hashHex(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
-}
 
 func validActivationID(id string) bool {
 	return strings.HasPrefix(id, "act_") && len(id) == 26 && deviceproof.ValidJTI(id[4:])

@@ -18,6 +18,7 @@ import (
 	"github.com/ecps-sante/ecps/deviceproof"
 	"github.com/ecps-sante/ecps/idnat"
 	"github.com/ecps-sante/ecps/redistest"
+	"github.com/ecps-sante/ecps/token"
 )
 
 type vectors struct {
@@ -234,4 +235,4 @@ func TestRoundTrips(t *testing.T) {
 	}
 }
 
-func newOpaque() string { return randomToken(16) }
+func newOpaque() string { return token.New(16) }
