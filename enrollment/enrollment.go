@@ -510,6 +510,37 @@ func (s *Service) SetPushToken(ctx context.Context, d Device, token string) erro
 	return nil
 }
 
+// ClearPushToken clears a device's push token that the push provider
+// reported dead (reason: unregistered, sender_id_mismatch, invalid_token),
+// only if the device still has that token: a token the phone has replaced
+// meanwhile is kept. The device's "push" flag turns false and it polls. The
+// change is audited as device.push_token_cleared with the system as actor
+// (never with the token). It reports whether the token was cleared.
+func (s *Service) ClearPushToken(ctx context.Context, deviceID, token, reason string) (bool, error) {
+	ptr, err := s.pointer(ctx, deviceID)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	entry := audit.Entry{Time: s.now(), Event: audit.DevicePushTokenClear, Subject: ptr.Subject, Actor: audit.System,
+		Details: map[string]any{"device_id": deviceID, "reason": reason}}
+	ej, minID, ttl := s.audit.ScriptArgs(entry)
+	res, err := clearPushTokenScript.Run(ctx, s.rdb, []string{s.keys.devices(ptr.Subject), s.audit.SubjectStream(ptr.Subject)},
+		deviceID, token, ej, minID, ttl).Text()
+	if err != nil {
+		return false, fmt.Errorf("clear push token: %w", err)
+	}
+	if res != "cleared" {
+		return false, nil
+	}
+	if err := s.audit.AppendGlobal(ctx, entry); err != nil {
+		return true, err
+	}
+	return true, nil
+}
+
 // ---- Request proofs ----
 
 // AuthenticateRequest verifies the request proof of a /api/v1/device/ call

@@ -134,3 +134,19 @@ d.push_token = ARGV[2]
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(d))
 return 'ok'
 `)
+
+// clearPushTokenScript clears a device's push token that the push provider
+// reported dead, only if it is still that token (the phone may have sent a
+// new one meanwhile), and audits it. KEYS[1] devices, KEYS[2] audit.
+// ARGV: device_id, token, entry, minid, audit ttl. Returns notfound |
+// changed (another token, or none, is set: nothing done) | cleared.
+var clearPushTokenScript = redis.NewScript(auditLua + `
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 'notfound' end
+local d = cjson.decode(raw)
+if d.push_token ~= ARGV[2] then return 'changed' end
+d.push_token = ''
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(d))
+audit_append(KEYS[2], ARGV[3], ARGV[4], ARGV[5])
+return 'cleared'
+`)
