@@ -238,7 +238,12 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 		jobs = append(jobs, push.Job{ChallengeID: challengeID, DeviceID: vals[i], Token: vals[i+1], ExpiresAt: expires})
 	}
 	if len(jobs) > 0 {
-		s.push.Send(ctx, jobs)
+		// Queues the pushes (one Redis round trip for the FCM sender); never
+		// waits on the provider. Not queued means not pushed: the IdP gets an
+		// error rather than a login whose phone is never told.
+		if err := s.push.Send(ctx, jobs); err != nil {
+			return Created{}, fmt.Errorf("queue push: %w", err)
+		}
 	}
 	return out, nil
 }

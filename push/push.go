@@ -1,14 +1,3 @@
-// Package push hands challenge notifications to a push provider.
-//
-// Creating a push login hands one Job per active device with a push token to
-// a Sender, which must not wait on the provider: the IdP's request never
-// waits on FCM. A push carries only {"type":"challenge","challenge_id"}: no
-// name, idNat, client name, binding message, verification number or
-// device_id ever reaches the provider.
-//
-// Providers: "log" (development: logs that a push would be sent, without the
-// token) and "none" (phones poll). The FCM sender with its durable queue
-// implements the same interface.
 package push
 
 import (
@@ -25,27 +14,30 @@ type Job struct {
 	ExpiresAt   time.Time
 }
 
-// Sender takes jobs without waiting on the provider.
+// Sender takes the jobs of one push login without waiting on the provider.
+// An error means the jobs were not taken (for the FCM queue: Redis did not
+// record them); nothing is pushed then and the phones poll.
 type Sender interface {
-	Send(ctx context.Context, jobs []Job)
+	Send(ctx context.Context, jobs []Job) error
 }
 
 // LogSender logs each push instead of sending it.
 type LogSender struct{ Log *slog.Logger }
 
 // Send logs the jobs.
-func (s LogSender) Send(ctx context.Context, jobs []Job) {
+func (s LogSender) Send(ctx context.Context, jobs []Job) error {
 	for _, j := range jobs {
 		s.Log.InfoContext(ctx, "push (log provider)", "challenge_id", j.ChallengeID, "device_id", j.DeviceID,
 			"ttl_s", int(time.Until(j.ExpiresAt).Seconds()))
 	}
+	return nil
 }
 
 // NoneSender drops every job: phones poll.
 type NoneSender struct{}
 
 // Send does nothing.
-func (NoneSender) Send(context.Context, []Job) {}
+func (NoneSender) Send(context.Context, []Job) error { return nil }
 
 // Recorder keeps the jobs it is given, for tests and demos.
 type Recorder struct {
@@ -56,13 +48,14 @@ type Recorder struct {
 func NewRecorder(n int) *Recorder { return &Recorder{ch: make(chan Job, n)} }
 
 // Send records the jobs (dropping them when full).
-func (r *Recorder) Send(_ context.Context, jobs []Job) {
+func (r *Recorder) Send(_ context.Context, jobs []Job) error {
 	for _, j := range jobs {
 		select {
 		case r.ch <- j:
 		default:
 		}
 	}
+	return nil
 }
 
 // Jobs is where recorded jobs arrive.
