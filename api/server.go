@@ -25,6 +25,7 @@ import (
 	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/challenge"
 	"github.com/ecps-sante/ecps/enrollment"
+	"github.com/ecps-sante/ecps/push"
 	"github.com/ecps-sante/ecps/ratelimit"
 )
 
@@ -70,6 +71,11 @@ type Options struct {
 	ClientLimiter *ratelimit.Limiter
 	// Ready answers /readyz: nil when Redis answers.
 	Ready func(ctx context.Context) error
+	// PushStatus, when set, adds the push provider's health to /readyz as
+	// "push". A failing provider leaves the replica ready (200): phones
+	// poll, and every replica shares the same provider, so taking them out
+	// of service would only stop the logins that still work.
+	PushStatus func() push.Status
 }
 
 // Server holds the routes.
@@ -85,6 +91,7 @@ type Server struct {
 	// limitAudited: client id -> the Unix second of its last audited limit hit.
 	limitAudited sync.Map
 	ready        func(ctx context.Context) error
+	pushStatus   func() push.Status
 	engine       *gin.Engine
 }
 
@@ -98,6 +105,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{log: opts.Logger, clients: map[string]*Client{}, operators: opts.Operators,
 		metrics: opts.Metrics, enrollment: opts.Enrollment, challenges: opts.Challenges, audit: opts.Audit, limiter: opts.ClientLimiter, ready: opts.Ready}
+	s.pushStatus = opts.PushStatus
 	for i := range opts.Clients {
 		c := opts.Clients[i]
 		s.clients[c.ID] = &c
@@ -186,7 +194,11 @@ func (s *Server) readyz(c *gin.Context) error {
 		s.log.Warn("not ready", "err", err)
 		return errUnavailable
 	}
-	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+	body := gin.H{"status": "ready"}
+	if s.pushStatus != nil {
+		body["push"] = s.pushStatus()
+	}
+	c.JSON(http.StatusOK, body)
 	return nil
 }
 

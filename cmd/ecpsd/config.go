@@ -17,7 +17,8 @@ import (
 )
 
 // fileConfig is the YAML file of the contract (PROTOCOL.md, Operations), plus
-// the keys this service adds: metrics_listen, trusted_proxies, redis.key_prefix.
+// the keys this service adds: metrics_listen, trusted_proxies, redis.key_prefix,
+// push.fcm.timeout and push.fcm.concurrency.
 // Durations are strings here; validate turns them into a Config.
 type fileConfig struct {
 	Listen         string         `yaml:"listen"`
@@ -68,6 +69,10 @@ type fcmConfig struct {
 	ProjectID       string `yaml:"project_id"`
 	CredentialsFile string `yaml:"credentials_file"`
 	Endpoint        string `yaml:"endpoint"`
+	// Timeout bounds one send attempt (default 10 s); Concurrency is the
+	// number of sends in flight per replica (default 32).
+	Timeout     string `yaml:"timeout,omitempty"`
+	Concurrency int    `yaml:"concurrency,omitempty"`
 }
 
 type limitsConfig struct {
@@ -92,7 +97,7 @@ func defaults() fileConfig {
 		Listen:    ":8080",
 		PublicURL: "",
 		Redis:     redisConfig{KeyPrefix: "ecps:"},
-		Push:      pushConfig{Provider: "log"},
+		Push:      pushConfig{Provider: "log", FCM: fcmConfig{Timeout: "10s", Concurrency: 32}},
 		Limits: limitsConfig{ActivationTTL: "10m", ActivationAttempts: 5, DevicesPerSubject: 5,
 			PendingPerSubject: 3, PushesPerSubject: 10, PushesWindow: "5m", DenialsBeforeBlock: 5,
 			BlockDuration: "15m", ClientRPS: 100, ProofMaxSkew: "60s", QRTokenTTL: "30s",
@@ -111,6 +116,7 @@ type Config struct {
 	QRTokenTTL     time.Duration
 	PollInterval   time.Duration
 	AuditRetention time.Duration
+	PushTimeout    time.Duration
 	TrustedProxies []string
 	Clients        []client
 	Operators      []operator
@@ -372,6 +378,14 @@ func validate(fc fileConfig) (Config, error) {
 			if u, err := url.Parse(fc.Push.FCM.Endpoint); err != nil || !u.IsAbs() || u.Host == "" {
 				bad("push.fcm.endpoint", "want an absolute URL, got %q", fc.Push.FCM.Endpoint)
 			}
+		}
+		if d, err := parseDuration(fc.Push.FCM.Timeout); err != nil || d < time.Second || d > time.Minute {
+			bad("push.fcm.timeout", "want a duration from 1s to 1m, got %q", fc.Push.FCM.Timeout)
+		} else {
+			cfg.PushTimeout = d
+		}
+		if n := fc.Push.FCM.Concurrency; n < 1 || n > 1024 {
+			bad("push.fcm.concurrency", "want 1..1024, got %d", n)
 		}
 	default:
 		bad("push.provider", "want fcm, log or none, got %q", fc.Push.Provider)

@@ -108,16 +108,6 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	var workers sync.WaitGroup
 	defer func() { stopBG(); workers.Wait() }()
 
-	var sender push.Sender
-	switch cfg.File.Push.Provider {
-	case "log":
-		sender = push.LogSender{Log: log}
-	case "none":
-		sender = push.NoneSender{}
-	default:
-		return fmt.Errorf("push.provider %q: not available in this build (use log or none)", cfg.File.Push.Provider)
-	}
-
 	auditLog := audit.New(rdb, cfg.File.Redis.KeyPrefix, cfg.AuditRetention)
 	hub := challenge.NewHub(rdb, cfg.File.Redis.KeyPrefix, log)
 	limiter := ratelimit.New(rdb, cfg.File.Redis.KeyPrefix, cfg.File.Limits.ClientRPS, ratelimit.Options{Logger: log})
@@ -133,6 +123,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		DevicesPerSubject:  cfg.File.Limits.DevicesPerSubject,
 		ProofMaxSkew:       cfg.ProofMaxSkew,
 	})
+	sender, pushStatus, err := newPushSender(ctx, cfg, rdb, enrol, log, reg)
+	if err != nil {
+		return err
+	}
+	if q, ok := sender.(*push.Queue); ok {
+		workers.Add(1)
+		go func() { defer workers.Done(); q.Run(bg) }()
+	}
 	challenges := challenge.New(rdb, auditLog, sender, enrol, hub, challenge.Options{
 		KeyPrefix:          cfg.File.Redis.KeyPrefix,
 		PublicURL:          cfg.File.PublicURL,
@@ -157,6 +155,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		Audit:          auditLog,
 		ClientLimiter:  limiter,
 		Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		PushStatus:     pushStatus,
 	}
 	for _, c := range cfg.Clients {
 		opts.Clients = append(opts.Clients, api.Client{ID: c.ID, Name: c.Name, SecretSHA256: c.SecretSHA256,
@@ -216,6 +215,41 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// newPushSender builds the configured push sender. For fcm it is the
+// durable queue (the caller runs it) and its health for /readyz.
+func newPushSender(ctx context.Context, cfg Config, rdb redis.UniversalClient, enrol *enrollment.Service,
+	log *slog.Logger, reg prometheus.Registerer) (push.Sender, func() push.Status, error) {
+	switch cfg.File.Push.Provider {
+	case "log":
+		return push.LogSender{Log: log}, nil, nil
+	case "none":
+		return push.NoneSender{}, nil, nil
+	}
+	f := cfg.File.Push.FCM
+	fcm, err := push.NewFCM(ctx, push.FCMOptions{ProjectID: f.ProjectID, CredentialsFile: f.CredentialsFile, Endpoint: f.Endpoint})
+	if err != nil {
+		return nil, nil, fmt.Errorf("push.fcm: %w", err)
+	}
+	q := push.NewQueue(rdb, fcm, enrol, push.QueueOptions{
+		KeyPrefix:      cfg.File.Redis.KeyPrefix,
+		Provider:       "fcm",
+		Concurrency:    f.Concurrency,
+		AttemptTimeout: cfg.PushTimeout,
+		Logger:         log,
+		Metrics:        push.NewMetrics(reg),
+	})
+	auth := "service account file"
+	switch {
+	case f.CredentialsFile == "" && f.Endpoint != "":
+		auth = "none (endpoint override without credentials file)"
+	case f.CredentialsFile == "":
+		auth = "application default credentials"
+	}
+	log.Info("push: FCM", "project_id", f.ProjectID, "endpoint", f.Endpoint, "auth", auth,
+		"concurrency", f.Concurrency, "consumer", q.Consumer())
+	return q, q.Status, nil
 }
 
 func newHTTPServer(h http.Handler) *http.Server {
