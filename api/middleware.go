@@ -166,15 +166,18 @@ func (s *Server) clientLimitHit(c *gin.Context, clientID string) {
 
 var dummyHash = [32]byte{1}
 
-// operatorAuth authenticates a desk operator by Bearer key. Every operator's
-// hash is compared, in constant time, whatever the key.
+// operatorAuth authenticates a desk operator by Bearer key or, for the desk
+// page's script, by its session cookie (no Authorization header, a desk
+// session cookie: operatorBySession, which also checks CSRF and origin).
 func (s *Server) operatorAuth(c *gin.Context) {
+	if c.GetHeader("Authorization") == "" && s.web.sessionCookie(c.Request) != "" {
+		s.operatorBySession(c)
+		return
+	}
 	key, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
-	var found *Operator
-	for i := range s.operators {
-		if hashEqual(key, s.operators[i].KeySHA256) && ok && key != "" {
-			found = &s.operators[i]
-		}
+	found := s.operatorForKey(key)
+	if !ok {
+		found = nil
 	}
 	if found == nil {
 		c.Header("WWW-Authenticate", `Bearer realm="ecps"`)
@@ -183,6 +186,18 @@ func (s *Server) operatorAuth(c *gin.Context) {
 	}
 	c.Set(ctxOperator, found)
 	c.Next()
+}
+
+// operatorForKey returns the operator holding key, or nil. Every operator's
+// hash is compared, in constant time, whatever the key.
+func (s *Server) operatorForKey(key string) *Operator {
+	var found *Operator
+	for i := range s.operators {
+		if hashEqual(key, s.operators[i].KeySHA256) && key != "" {
+			found = &s.operators[i]
+		}
+	}
+	return found
 }
 
 // deviceAuth verifies the ECPS-Proof of every /api/v1/device/ request.

@@ -21,6 +21,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/challenge"
@@ -76,6 +77,15 @@ type Options struct {
 	// poll, and every replica shares the same provider, so taking them out
 	// of service would only stop the logins that still work.
 	PushStatus func() push.Status
+	// Dev: desk session cookies without the __Host- prefix nor Secure, for
+	// plain-HTTP development (the config's dev key).
+	Dev bool
+	// Redis and KeyPrefix hold the desk sessions (nil Redis: no desk sign-in).
+	Redis     redis.UniversalClient
+	KeyPrefix string
+	// QRRotation is how often the login page fetches a new QR code
+	// (default 25 s; tests shorten it).
+	QRRotation time.Duration
 }
 
 // Server holds the routes.
@@ -92,6 +102,7 @@ type Server struct {
 	limitAudited sync.Map
 	ready        func(ctx context.Context) error
 	pushStatus   func() push.Status
+	web          *webUI // the HTML pages: login page and desk (pages.go, desk.go)
 	engine       *gin.Engine
 }
 
@@ -104,7 +115,8 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("api.New: Logger, Metrics, Enrollment, Challenges and Audit are required")
 	}
 	s := &Server{log: opts.Logger, clients: map[string]*Client{}, operators: opts.Operators,
-		metrics: opts.Metrics, enrollment: opts.Enrollment, challenges: opts.Challenges, audit: opts.Audit, limiter: opts.ClientLimiter, ready: opts.Ready}
+		metrics: opts.Metrics, enrollment: opts.Enrollment, challenges: opts.Challenges, audit: opts.Audit, limiter: opts.ClientLimiter, ready: opts.Ready,
+		web: newWebUI(opts)}
 	s.pushStatus = opts.PushStatus
 	for i := range opts.Clients {
 		c := opts.Clients[i]
@@ -176,6 +188,7 @@ func (s *Server) routes(opts Options) {
 
 	e.GET("/login/:login_id/state", s.handle(s.loginState))
 	e.GET("/login/:login_id/qr.png", s.handle(s.loginQR))
+	s.pageRoutes(e)
 }
 
 // handle adapts a handler that returns an error.

@@ -1,0 +1,295 @@
+package api
+
+// The enrolment desk page: an operator signs in with their API key, which is
+// exchanged for a session cookie; the page's script then calls the desk's JSON
+// routes (/api/v1/desk/...) with that cookie and the session's CSRF token
+// (operatorAuth accepts both ways, see operatorBySession).
+//
+// Sessions live in Redis, one key per session (docs/redis.md), found from the
+// SHA-256 of the cookie's value: a copy of Redis gives no usable cookie.
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ecps-sante/ecps/token"
+)
+
+const (
+	// deskIdle ends a session after 15 minutes without a request.
+	deskIdle = 15 * time.Minute
+	// deskMaxAge ends any session after 12 hours, active or not.
+	deskMaxAge = 12 * time.Hour
+	// csrfHeader carries the session's CSRF token on the page's changes.
+	csrfHeader = "X-CSRF-Token"
+	// csrfField carries it in the page's forms (sign-out).
+	csrfField = "csrf_token"
+	// sessionTokenBytes: the cookie holds 256 random bits.
+	sessionTokenBytes = 32
+)
+
+// Errors of the cookie path of the desk's JSON routes.
+var (
+	errNoDeskSession = newError(http.StatusUnauthorized, "invalid_client", "desk session missing or expired: sign in again")
+	errCSRF          = newError(http.StatusForbidden, "forbidden", "missing or wrong CSRF token")
+	errCrossSite     = newError(http.StatusForbidden, "forbidden", "cross-origin request refused")
+)
+
+// errNoSession: no cookie, an unknown or an expired session.
+var errNoSession = errors.New("no desk session")
+
+// crossOrigin refuses cross-origin browser requests that change something,
+// from Sec-Fetch-Site, or else from Origin compared with Host.
+var crossOrigin = http.NewCrossOriginProtection()
+
+// ---- the session store ----
+
+// deskSessions keeps desk sessions in Redis.
+type deskSessions struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// deskSession is a signed-in operator's session.
+type deskSession struct {
+	Token    string // the cookie's value; only its SHA-256 is stored
+	Operator string
+	CSRF     string
+	Created  time.Time
+}
+
+// key is the session's one key, on a hash tag of its own.
+func (d *deskSessions) key(tok string) string {
+	return d.prefix + "{desk:" + token.SHA256Hex(tok) + "}"
+}
+
+// create starts a session for an operator, with a new token and CSRF token.
+func (d *deskSessions) create(ctx context.Context, operator string) (deskSession, error) {
+	sess := deskSession{Token: token.New(sessionTokenBytes), Operator: operator,
+		CSRF: token.New(sessionTokenBytes), Created: time.Now()}
+	key := d.key(sess.Token)
+	_, err := d.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, key, "op", operator, "csrf", sess.CSRF, "created_ms", sess.Created.UnixMilli())
+		p.PExpire(ctx, key, deskIdle)
+		return nil
+	})
+	if err != nil {
+		return deskSession{}, fmt.Errorf("create desk session: %w", err)
+	}
+	return sess, nil
+}
+
+// get reads a session and restarts its idle timer. errNoSession when there
+// is none (or it is too old).
+func (d *deskSessions) get(ctx context.Context, tok string) (deskSession, error) {
+	if len(tok) != 43 || !token.IsBase64URL(tok) {
+		return deskSession{}, errNoSession
+	}
+	key := d.key(tok)
+	p := d.rdb.Pipeline()
+	read := p.HGetAll(ctx, key)
+	p.PExpire(ctx, key, deskIdle)
+	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return deskSession{}, fmt.Errorf("read desk session: %w", err)
+	}
+	h := read.Val()
+	if len(h) == 0 {
+		return deskSession{}, errNoSession
+	}
+	ms, _ := strconv.ParseInt(h["created_ms"], 10, 64)
+	sess := deskSession{Token: tok, Operator: h["op"], CSRF: h["csrf"], Created: time.UnixMilli(ms)}
+	if time.Since(sess.Created) > deskMaxAge || sess.CSRF == "" {
+		_ = d.rdb.Del(ctx, key).Err() // best effort: it expires anyway
+		return deskSession{}, errNoSession
+	}
+	return sess, nil
+}
+
+// delete ends a session.
+func (d *deskSessions) delete(ctx context.Context, tok string) error {
+	if err := d.rdb.Del(ctx, d.key(tok)).Err(); err != nil {
+		return fmt.Errorf("delete desk session: %w", err)
+	}
+	return nil
+}
+
+// ---- the cookie ----
+
+// cookieName: "__Host-" binds the cookie to this exact origin over HTTPS
+// (Secure, Path=/, no Domain); dev mode runs on plain HTTP without it.
+func (w *webUI) cookieName() string {
+	if w.dev {
+		return "ecps_desk"
+	}
+	return "__Host-ecps_desk"
+}
+
+func (w *webUI) setCookie(c *gin.Context, value string, maxAge int) {
+	http.SetCookie(c.Writer, &http.Cookie{Name: w.cookieName(), Value: value, Path: "/", MaxAge: maxAge,
+		Secure: !w.dev, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+}
+
+func (w *webUI) clearCookie(c *gin.Context) { w.setCookie(c, "", -1) }
+
+// sessionCookie returns the cookie's value, "" when none was sent.
+func (w *webUI) sessionCookie(r *http.Request) string {
+	ck, err := r.Cookie(w.cookieName())
+	if err != nil {
+		return ""
+	}
+	return ck.Value
+}
+
+// session returns the request's session and its operator; errNoSession when
+// there is none or its operator is no longer configured.
+func (s *Server) session(c *gin.Context) (deskSession, *Operator, error) {
+	tok := s.web.sessionCookie(c.Request)
+	if tok == "" || s.web.sessions == nil {
+		return deskSession{}, nil, errNoSession
+	}
+	sess, err := s.web.sessions.get(c.Request.Context(), tok)
+	if err != nil {
+		return deskSession{}, nil, err
+	}
+	for i := range s.operators {
+		if s.operators[i].Name == sess.Operator {
+			return sess, &s.operators[i], nil
+		}
+	}
+	return deskSession{}, nil, errNoSession
+}
+
+func csrfEqual(presented, stored string) bool {
+	return presented != "" && subtle.ConstantTimeCompare([]byte(presented), []byte(stored)) == 1
+}
+
+// operatorBySession authenticates a desk JSON request by the session cookie
+// (operatorAuth calls it when there is no Authorization header). A change
+// (any method but GET and HEAD) must also be same-origin and carry the
+// session's CSRF token in X-CSRF-Token.
+func (s *Server) operatorBySession(c *gin.Context) {
+	sess, op, err := s.session(c)
+	if err != nil {
+		if errors.Is(err, errNoSession) {
+			err = errNoDeskSession
+		}
+		s.writeError(c, err)
+		return
+	}
+	if m := c.Request.Method; m != http.MethodGet && m != http.MethodHead {
+		if crossOrigin.Check(c.Request) != nil {
+			s.log.Info("desk: cross-origin request refused", "request_id", requestID(c), "operator", op.Name)
+			s.writeError(c, errCrossSite)
+			return
+		}
+		if !csrfEqual(c.GetHeader(csrfHeader), sess.CSRF) {
+			s.log.Info("desk: CSRF token refused", "request_id", requestID(c), "operator", op.Name)
+			s.writeError(c, errCSRF)
+			return
+		}
+	}
+	c.Set(ctxOperator, op)
+	c.Next()
+}
+
+// ---- the pages ----
+
+// signinView is the sign-in page's data.
+type signinView struct {
+	Error string // a message key, or ""
+}
+
+// deskView is the desk page's data.
+type deskView struct {
+	Operator string
+	CSRF     string
+}
+
+// deskPage serves GET /desk: the desk when signed in, else the sign-in form.
+func (s *Server) deskPage(c *gin.Context) {
+	lang := pickLang(c.GetHeader("Accept-Language"))
+	m := catalogue[lang]
+	c.Header("Vary", "Cookie")
+	sess, op, err := s.session(c)
+	switch {
+	case err == nil:
+		s.render(c, http.StatusOK, cspDesk, "desk", lang, m["DeskTitle"], deskView{Operator: op.Name, CSRF: sess.CSRF})
+	case errors.Is(err, errNoSession):
+		v := signinView{}
+		if s.web.sessionCookie(c.Request) != "" {
+			s.web.clearCookie(c)
+			v.Error = "SessionExpired"
+		}
+		s.render(c, http.StatusOK, cspDesk, "signin", lang, m["SignInTitle"], v)
+	default:
+		s.pageError(c, lang, err)
+	}
+}
+
+// deskSignIn serves POST /desk/session: the operator key (form field "key")
+// for a session cookie, then back to /desk.
+func (s *Server) deskSignIn(c *gin.Context) {
+	lang := pickLang(c.GetHeader("Accept-Language"))
+	m := catalogue[lang]
+	if crossOrigin.Check(c.Request) != nil {
+		s.renderError(c, lang, http.StatusForbidden, "CrossSiteTitle", "CrossSiteText")
+		return
+	}
+	if s.web.sessions == nil {
+		s.renderError(c, lang, http.StatusServiceUnavailable, "UnavailableTitle", "UnavailableText")
+		return
+	}
+	op := s.operatorForKey(strings.TrimSpace(c.PostForm("key")))
+	if op == nil {
+		s.log.Info("desk: sign-in refused", "request_id", requestID(c))
+		s.render(c, http.StatusUnauthorized, cspDesk, "signin", lang, m["SignInTitle"], signinView{Error: "WrongKey"})
+		return
+	}
+	sess, err := s.web.sessions.create(c.Request.Context(), op.Name)
+	if err != nil {
+		s.pageError(c, lang, err)
+		return
+	}
+	s.log.Info("desk: signed in", "request_id", requestID(c), "operator", op.Name)
+	s.web.setCookie(c, sess.Token, 0)
+	c.Header("Cache-Control", "no-store")
+	c.Redirect(http.StatusSeeOther, "/desk")
+}
+
+// deskSignOut serves POST /desk/signout (form field csrf_token): the session
+// ends, the cookie is cleared.
+func (s *Server) deskSignOut(c *gin.Context) {
+	lang := pickLang(c.GetHeader("Accept-Language"))
+	if crossOrigin.Check(c.Request) != nil {
+		s.renderError(c, lang, http.StatusForbidden, "CrossSiteTitle", "CrossSiteText")
+		return
+	}
+	sess, op, err := s.session(c)
+	switch {
+	case err == nil:
+		if !csrfEqual(c.PostForm(csrfField), sess.CSRF) {
+			s.renderError(c, lang, http.StatusForbidden, "CSRFTitle", "CSRFText")
+			return
+		}
+		if err := s.web.sessions.delete(c.Request.Context(), sess.Token); err != nil {
+			s.pageError(c, lang, err)
+			return
+		}
+		s.log.Info("desk: signed out", "request_id", requestID(c), "operator", op.Name)
+	case !errors.Is(err, errNoSession):
+		s.pageError(c, lang, err)
+		return
+	}
+	s.web.clearCookie(c)
+	c.Header("Cache-Control", "no-store")
+	c.Redirect(http.StatusSeeOther, "/desk")
+}
