@@ -67,6 +67,7 @@ type env struct {
 	opts     enrollment.Options
 	chOpts   challenge.Options
 	pushes   *push.Recorder
+	sender   push.Sender // when set, new replicas push through it instead of pushes
 	replicas []*replica
 }
 
@@ -131,6 +132,10 @@ func (e *env) newReplica() *replica {
 	go hub.Run(ctx)
 	go log.RunGlobalCopier(ctx)
 	enrol := enrollment.New(e.rdb, log, e.opts)
+	var sender push.Sender = e.pushes
+	if e.sender != nil {
+		sender = e.sender
+	}
 	srv, err := New(Options{
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Clients: []Client{
@@ -145,7 +150,7 @@ func (e *env) newReplica() *replica {
 		Registry:     reg,
 		Metrics:      metrics,
 		Enrollment:   enrol,
-		Challenges:   challenge.New(e.rdb, log, e.pushes, enrol, hub, e.chOpts),
+		Challenges:   challenge.New(e.rdb, log, sender, enrol, hub, e.chOpts),
 		Audit:        log,
 		Ready:        func(ctx context.Context) error { return e.rdb.Ping(ctx).Err() },
 	})

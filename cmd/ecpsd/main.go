@@ -155,6 +155,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		Audit:          auditLog,
 		ClientLimiter:  limiter,
 		Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		Dev:            cfg.File.Dev, // desk cookies without __Host- and Secure over plain HTTP
+		Redis:          rdb,          // desk sessions
+		KeyPrefix:      cfg.File.Redis.KeyPrefix,
 		PushStatus:     pushStatus,
 	}
 	for _, c := range cfg.Clients {
