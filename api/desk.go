@@ -259,6 +259,9 @@ func (s *Server) deskSignIn(c *gin.Context) {
 		s.pageError(c, lang, err)
 		return
 	}
+	if old := s.web.sessionCookie(c.Request); old != "" {
+		_ = s.web.sessions.delete(c.Request.Context(), old) // best effort: it would expire anyway
+	}
 	s.log.Info("desk: signed in", "request_id", requestID(c), "operator", op.Name)
 	s.web.setCookie(c, sess.Token, 0)
 	c.Header("Cache-Control", "no-store")

@@ -300,7 +300,7 @@ func jsString(s string) string {
 }
 
 func TestBrowserQRRotates(t *testing.T) {
-	const rotation, ttl = 1500 * time.Millisecond, 3 * time.Second
+	const rotation, ttl = 1500 * time.Millisecond, 4 * time.Second
 	w := newWebEnv(t, webOptions{qrRotation: rotation, qrTTL: ttl})
 	b := newBrowser(t)
 	p := w.newDevice(subjectA)

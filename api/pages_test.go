@@ -417,6 +417,12 @@ func TestDeskSignIn(t *testing.T) {
 			if len(keys) != 1 || strings.Contains(keys[0], ck.Value) {
 				t.Fatalf("session keys %v", keys)
 			}
+			// Signing in again replaces the session.
+			again, _ := signIn(t, w.url(), testOperatorKey, map[string]string{"Cookie": ck.Name + "=" + ck.Value})
+			if again == nil || again.Value == ck.Value || w.rdb.Exists(context.Background(), key).Val() != 0 {
+				t.Fatalf("second sign-in: cookie %v, old session kept", again)
+			}
+			ck = again
 			desk := do(t, w.url(), "GET", "/desk", nil, map[string]string{"Cookie": ck.Name + "=" + ck.Value})
 			if !strings.Contains(string(desk.Body), `<span id="operator">desk-1</span>`) {
 				t.Fatalf("desk page: %s", desk.Body)
