@@ -104,11 +104,21 @@ func TestServeWithFCM(t *testing.T) {
 			t.Fatal("an OAuth token was sent with endpoint and no credentials file")
 		}
 	}
-	_, _, body = get(t, s.base+"/metrics")
-	for _, want := range []string{"ecps_push_sent_total 1", `ecps_push_attempt_errors_total{error="credentials"}`,
-		"ecps_push_queue_depth", "ecps_push_send_duration_seconds_bucket", `ecps_push_auth_failing{kind="credentials"} 0`} {
-		if !strings.Contains(body, want) {
-			t.Errorf("/metrics lacks %q", want)
+	wants := []string{"ecps_push_sent_total 1", `ecps_push_attempt_errors_total{error="credentials"}`,
+		"ecps_push_queue_depth", "ecps_push_send_duration_seconds_bucket", `ecps_push_auth_failing{kind="credentials"} 0`}
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, _, body = get(t, s.base+"/metrics")
+		missing := ""
+		for _, want := range wants {
+			if !strings.Contains(body, want) {
+				missing = want
+			}
+		}
+		if missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks %q", missing)
 		}
 	}
 }

@@ -272,46 +272,40 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 	}()
 	token, reply := "", Reply{}
-	defer func() {
-		s.mu.Lock()
-		s.requests = append(s.requests, Request{Path: r.URL.Path, Token: token, Status: statusOf(reply),
-			Authorization: r.Header.Get("Authorization"), At: time.Now()})
-		s.mu.Unlock()
-	}()
 
 	m := pathRE.FindStringSubmatch(r.URL.Path)
 	switch {
 	case m == nil:
 		reply = Reply{Status: 404, Code: "NOT_FOUND", Message: "Not found: " + r.URL.Path}
-		s.write(w, r, reply, delay)
+		s.write(w, r, token, reply, delay)
 		return
 	case m[1] != s.ProjectID:
 		reply = Reply{Status: 404, Code: "NOT_FOUND", Message: "Requested entity was not found."}
-		s.write(w, r, reply, delay)
+		s.write(w, r, token, reply, delay)
 		return
 	case r.Method != http.MethodPost:
 		reply = Reply{Status: 405, Code: "INVALID_ARGUMENT", Message: "Method not allowed."}
-		s.write(w, r, reply, delay)
+		s.write(w, r, token, reply, delay)
 		return
 	case bearer != "" && r.Header.Get("Authorization") != "Bearer "+bearer:
 		reply = Unauthenticated()
-		s.write(w, r, reply, delay)
+		s.write(w, r, token, reply, delay)
 		return
 	case !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json"):
 		reply = Reply{Status: 400, Code: "INVALID_ARGUMENT", Message: "Invalid Content-Type; want application/json."}
-		s.write(w, r, reply, delay)
+		s.write(w, r, token, reply, delay)
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
 		reply = Reply{Status: 400, Code: "INVALID_ARGUMENT", Message: "Cannot read the request."}
-		s.write(w, r, reply, delay)
+		s.write(w, r, token, reply, delay)
 		return
 	}
 	msg, validateOnly, bad := check(body)
 	if bad != nil {
 		reply = *bad
-		s.write(w, r, reply, delay)
+		s.write(w, r, token, reply, delay)
 		return
 	}
 	token, _ = msg["token"].(string)
@@ -332,14 +326,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		delay = reply.Delay
 	}
 	if statusOf(reply) != 200 {
-		s.write(w, r, reply, delay)
+		s.write(w, r, token, reply, delay)
 		return
 	}
 	if !wait(r, delay) {
-		reply = Reply{Status: 499, Code: "CANCELLED", Message: "client gone"}
+		s.mu.Lock()
+		s.logRequest(r, token, 499)
+		s.mu.Unlock()
 		return // the client gave up: not delivered
 	}
 	s.mu.Lock()
+	s.logRequest(r, token, 200)
 	s.n++
 	name := fmt.Sprintf("projects/%s/messages/%d", s.ProjectID, s.n)
 	if !validateOnly {
@@ -373,11 +370,25 @@ func wait(r *http.Request, d time.Duration) bool {
 	}
 }
 
-func (s *Server) write(w http.ResponseWriter, r *http.Request, reply Reply, delay time.Duration) {
+// logRequest records a request; the caller holds s.mu.
+func (s *Server) logRequest(r *http.Request, token string, status int) {
+	s.requests = append(s.requests, Request{Path: r.URL.Path, Token: token, Status: status,
+		Authorization: r.Header.Get("Authorization"), At: time.Now()})
+}
+
+func (s *Server) write(w http.ResponseWriter, r *http.Request, token string, reply Reply, delay time.Duration) {
 	if reply.Delay > delay {
 		delay = reply.Delay
 	}
-	if !wait(r, delay) {
+	ok := wait(r, delay)
+	s.mu.Lock()
+	if ok {
+		s.logRequest(r, token, statusOf(reply))
+	} else {
+		s.logRequest(r, token, 499)
+	}
+	s.mu.Unlock()
+	if !ok {
 		return
 	}
 	if reply.RetryAfter != "" {
