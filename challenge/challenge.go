@@ -4,10 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/big"
@@ -26,6 +23,7 @@ import (
 	"github.com/ecps-sante/ecps/deviceproof"
 	"github.com/ecps-sante/ecps/idnat"
 	"github.com/ecps-sante/ecps/push"
+	"github.com/ecps-sante/ecps/token"
 )
 
 // Audit events of this package.
@@ -165,7 +163,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 
 	now := s.now()
 	expires := now.Add(time.Duration(expiry) * time.Second)
-	tag, authSecret, loginSecret := randomToken(12), randomToken(16), randomToken(16)
+	tag, authSecret, loginSecret := token.New(12), token.New(16), token.New(16)
 	number := randomDigits(s.opts.NumberDigits)
 	challengeID := "chl_" + tag
 	kind := "qr"
@@ -181,8 +179,8 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 		"client_id", req.Client.ID, "client_name", req.Client.Name,
 		"binding_message", bm, "has_bm", hasBM, "redirect_uri", req.RedirectURI,
 		"created_ms", now.UnixMilli(), "expires_ms", expires.UnixMilli(), "interval", interval,
-		"nonce", randomToken(16), "number", number, "number_digits", s.opts.NumberDigits,
-		"auth_sha", sha(authSecret), "login_sha", sha(loginSecret), "audited", "0", "delivered", "0",
+		"nonce", token.New(16), "number", number, "number_digits", s.opts.NumberDigits,
+		"auth_sha", token.SHA256Hex(authSecret), "login_sha", token.SHA256Hex(loginSecret), "audited", "0", "delivered", "0",
 	}
 	keep := expires.Sub(now) + keepAfterEnd
 	entry := audit.Entry{Time: now.Truncate(time.Second), Event: EventCreated, Subject: subject,
@@ -270,7 +268,7 @@ func (s *Service) Poll(ctx context.Context, clientID, authReqID string, wait tim
 		if check {
 			checkArg = "1"
 		}
-		vals, err := pollScript.Run(ctx, s.rdb, []string{s.keys.auth(tag)}, sha(secret), clientID,
+		vals, err := pollScript.Run(ctx, s.rdb, []string{s.keys.auth(tag)}, token.SHA256Hex(secret), clientID,
 			s.now().UnixMilli(), checkArg, start.UnixMilli()).StringSlice()
 		if err != nil {
 			return Result{}, fmt.Errorf("poll: %w", err)
@@ -333,7 +331,7 @@ func (s *Service) Cancel(ctx context.Context, clientID, authReqID string) error 
 		return ErrInvalidGrant
 	}
 	now := s.now()
-	vals, err := cancelScript.Run(ctx, s.rdb, []string{s.keys.auth(tag)}, sha(secret), clientID, now.UnixMilli()).StringSlice()
+	vals, err := cancelScript.Run(ctx, s.rdb, []string{s.keys.auth(tag)}, token.SHA256Hex(secret), clientID, now.UnixMilli()).StringSlice()
 	if err != nil {
 		return fmt.Errorf("cancel: %w", err)
 	}
@@ -565,7 +563,7 @@ func (s *Service) Claim(ctx context.Context, dev Device, qrToken string) (Challe
 	}
 	now := s.now()
 	vals, err := claimScript.Run(ctx, s.rdb, []string{s.keys.auth(tag), s.keys.qr(tag)},
-		sha(secret), now.UnixMilli(), dev.Subject, dev.ID).StringSlice()
+		token.SHA256Hex(secret), now.UnixMilli(), dev.Subject, dev.ID).StringSlice()
 	if err != nil {
 		return Challenge{}, fmt.Errorf("claim: %w", err)
 	}
@@ -607,7 +605,7 @@ func (s *Service) Login(ctx context.Context, loginID string) (LoginState, error)
 	if err != nil {
 		return LoginState{}, fmt.Errorf("login: %w", err)
 	}
-	if len(h) == 0 || h["kind"] != "qr" || subtle.ConstantTimeCompare([]byte(h["login_sha"]), []byte(sha(secret))) != 1 {
+	if len(h) == 0 || h["kind"] != "qr" || subtle.ConstantTimeCompare([]byte(h["login_sha"]), []byte(token.SHA256Hex(secret))) != 1 {
 		return LoginState{}, ErrLoginNotFound
 	}
 	expires, _ := strconv.ParseInt(h["expires_ms"], 10, 64)
@@ -640,9 +638,9 @@ func (s *Service) LoginQR(ctx context.Context, loginID string) ([]byte, time.Tim
 	if !ok {
 		return nil, time.Time{}, ErrLoginNotFound
 	}
-	token := randomToken(16)
+	qrSecret := token.New(16)
 	now := s.now()
-	vals, err := mintQRScript.Run(ctx, s.rdb, []string{s.keys.auth(tag), s.keys.qr(tag)}, sha(secret), sha(token),
+	vals, err := mintQRScript.Run(ctx, s.rdb, []string{s.keys.auth(tag), s.keys.qr(tag)}, token.SHA256Hex(secret), token.SHA256Hex(qrSecret),
 		now.UnixMilli(), s.opts.QRTokenTTL.Milliseconds()).StringSlice()
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("qr: %w", err)
@@ -654,7 +652,7 @@ func (s *Service) LoginQR(ctx context.Context, loginID string) ([]byte, time.Tim
 		return nil, time.Time{}, ErrLoginNoQR
 	}
 	exp, _ := strconv.ParseInt(vals[1], 10, 64)
-	uri := "ecps://login?t=" + tag + token + "&h=" + url.QueryEscape(s.opts.PublicURL)
+	uri := "ecps://login?t=" + tag + qrSecret + "&h=" + url.QueryEscape(s.opts.PublicURL)
 	png, err := qrcode.Encode(uri, qrcode.Medium, 320)
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("qr: %w", err)
@@ -663,14 +661,6 @@ func (s *Service) LoginQR(ctx context.Context, loginID string) ([]byte, time.Tim
 }
 
 // ---- identifiers and small helpers ----
-
-func randomToken(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err) // crypto/rand never fails on supported platforms
-	}
-	return base64.RawURLEncoding.EncodeToString(b)
-}
 
 func randomDigits(n int) string {
 	max := big.NewInt(1)
@@ -684,11 +674,6 @@ func randomDigits(n int) string {
 	return fmt.Sprintf("%0*d", n, v)
 }
 
-func sha(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
-}
-
 const (
 	tagLen    = 16 // base64url of 12 bytes
 	secretLen = 22 // base64url of 16 bytes
@@ -697,7 +682,7 @@ const (
 // splitID splits "<tag>.<secret>" (auth_req_id, login_id).
 func splitID(id string) (tag, secret string, ok bool) {
 	tag, secret, ok = strings.Cut(id, ".")
-	if !ok || len(tag) != tagLen || len(secret) != secretLen || !base64url(tag) || !base64url(secret) {
+	if !ok || len(tag) != tagLen || len(secret) != secretLen || !token.IsBase64URL(tag) || !token.IsBase64URL(secret) {
 		return "", "", false
 	}
 	return tag, secret, true
@@ -706,7 +691,7 @@ func splitID(id string) (tag, secret string, ok bool) {
 // splitQRToken splits a QR token: the tag then the secret, with no
 // separator, so that the token is plain base64url as the contract says.
 func splitQRToken(t string) (tag, secret string, ok bool) {
-	if len(t) != tagLen+secretLen || !base64url(t) {
+	if len(t) != tagLen+secretLen || !token.IsBase64URL(t) {
 		return "", "", false
 	}
 	return t[:tagLen], t[tagLen:], true
@@ -714,20 +699,10 @@ func splitQRToken(t string) (tag, secret string, ok bool) {
 
 func challengeTag(id string) (string, bool) {
 	tag, ok := strings.CutPrefix(id, "chl_")
-	if !ok || len(tag) != tagLen || !base64url(tag) {
+	if !ok || len(tag) != tagLen || !token.IsBase64URL(tag) {
 		return "", false
 	}
 	return tag, true
-}
-
-func base64url(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 func allDigits(s string) bool {
