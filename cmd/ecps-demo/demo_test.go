@@ -5,10 +5,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,15 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gin-gonic/gin"
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/ecps-sante/ecps/api"
-	"github.com/ecps-sante/ecps/audit"
-	"github.com/ecps-sante/ecps/challenge"
-	"github.com/ecps-sante/ecps/enrollment"
-	"github.com/ecps-sante/ecps/push"
-	"github.com/ecps-sante/ecps/redistest"
+	"github.com/ecps-sante/ecps/ecpstest"
 )
 
 const (
@@ -40,44 +31,13 @@ const (
 // operator; it returns its base URL.
 func startService(t *testing.T) string {
 	t.Helper()
-	gin.SetMode(gin.TestMode)
-	rdb, prefix := redistest.Client(t)
-
-	// PublicURL goes into every enrol_uri (h=): it must be the address the
-	// server really listens on, known only once the listener exists.
-	hs := httptest.NewUnstartedServer(nil)
-	publicURL := "http://" + hs.Listener.Addr().String()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	logger := slog.New(slog.DiscardHandler)
-	auditLog := audit.New(rdb, prefix, 400*24*time.Hour)
-	hub := challenge.NewHub(rdb, prefix, logger)
-	go hub.Run(ctx)
-	enrol := enrollment.New(rdb, auditLog, enrollment.Options{KeyPrefix: prefix, PublicURL: publicURL, ProofMaxSkew: 60 * time.Second})
-	reg := prometheus.NewRegistry()
-	srv, err := api.New(api.Options{
-		Logger: logger,
-		Clients: []api.Client{{ID: testClientID, Name: "Démo IdP (dev)", SecretSHA256: sha256.Sum256([]byte(testClientSecret)),
-			Scopes: []string{"authentication", "activation"}, RedirectURIs: []string{publicURL + "/demo/callback"}}},
-		Operators:  []api.Operator{{Name: "demo-desk", KeySHA256: sha256.Sum256([]byte(testDeskKey))}},
-		Registry:   reg,
-		Metrics:    api.NewMetrics(reg),
-		Enrollment: enrol,
-		Challenges: challenge.New(rdb, auditLog, push.NoneSender{}, enrol, hub, challenge.Options{KeyPrefix: prefix, PublicURL: publicURL}),
-		Audit:      auditLog,
-		Ready:      func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+	return ecpstest.Start(t, ecpstest.Options{
+		Clients: func(publicURL string) []api.Client {
+			return []api.Client{{ID: testClientID, Name: "Démo IdP (dev)", SecretSHA256: sha256.Sum256([]byte(testClientSecret)),
+				Scopes: []string{"authentication", "activation"}, RedirectURIs: []string{publicURL + "/demo/callback"}}}
+		},
+		Operators: []api.Operator{{Name: "demo-desk", KeySHA256: sha256.Sum256([]byte(testDeskKey))}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs.Config.Handler = srv.Handler()
-	hs.Start()
-	t.Cleanup(hs.Close)
-	if hs.URL != publicURL {
-		t.Fatalf("server URL %s, PublicURL %s", hs.URL, publicURL)
-	}
-	return hs.URL
 }
 
 // buildDevice builds the real ecps-device binary, as `make build` does.

@@ -2,15 +2,12 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"image/png"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,16 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gin-gonic/gin"
 	qr "github.com/piglig/go-qr"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ecps-sante/ecps/api"
-	"github.com/ecps-sante/ecps/audit"
-	challengesvc "github.com/ecps-sante/ecps/challenge" // this package has its own type challenge
-	"github.com/ecps-sante/ecps/enrollment"
-	"github.com/ecps-sante/ecps/push"
-	"github.com/ecps-sante/ecps/redistest"
+	"github.com/ecps-sante/ecps/ecpstest"
 )
 
 // End-to-end: the CLI against the real service (api.New, enrollment,
@@ -52,45 +43,14 @@ type e2eService struct {
 
 func startE2EService(t *testing.T) *e2eService {
 	t.Helper()
-	gin.SetMode(gin.TestMode)
-	rdb, prefix := redistest.Client(t)
-
-	// PublicURL goes into every enrol_uri (h=): it must be the address the
-	// server really listens on, known only once the listener exists.
-	hs := httptest.NewUnstartedServer(nil)
-	publicURL := "http://" + hs.Listener.Addr().String()
-
-	// The challenge hub delivers decisions to long-polls; it runs until the test ends.
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	logger := slog.New(slog.DiscardHandler)
-	log := audit.New(rdb, prefix, 400*24*time.Hour)
-	hub := challengesvc.NewHub(rdb, prefix, logger)
-	go hub.Run(ctx)
-	enrol := enrollment.New(rdb, log, enrollment.Options{KeyPrefix: prefix, PublicURL: publicURL, ProofMaxSkew: 60 * time.Second})
-	reg := prometheus.NewRegistry()
-	srv, err := api.New(api.Options{
-		Logger: logger,
-		Clients: []api.Client{{ID: e2eClientID, Name: e2eClientName, SecretSHA256: sha256.Sum256([]byte(e2eClientSecret)),
-			Scopes: []string{"authentication"}, RedirectURIs: []string{e2eRedirectURI}}},
-		Operators:  []api.Operator{{Name: "desk-e2e", KeySHA256: sha256.Sum256([]byte(e2eOperatorKey))}},
-		Registry:   reg,
-		Metrics:    api.NewMetrics(reg),
-		Enrollment: enrol,
-		Challenges: challengesvc.New(rdb, log, push.NoneSender{}, enrol, hub, challengesvc.Options{KeyPrefix: prefix, PublicURL: publicURL}),
-		Audit:      log,
-		Ready:      func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+	url := ecpstest.Start(t, ecpstest.Options{
+		Clients: func(string) []api.Client {
+			return []api.Client{{ID: e2eClientID, Name: e2eClientName, SecretSHA256: sha256.Sum256([]byte(e2eClientSecret)),
+				Scopes: []string{"authentication"}, RedirectURIs: []string{e2eRedirectURI}}}
+		},
+		Operators: []api.Operator{{Name: "desk-e2e", KeySHA256: sha256.Sum256([]byte(e2eOperatorKey))}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs.Config.Handler = srv.Handler()
-	hs.Start()
-	t.Cleanup(hs.Close)
-	if hs.URL != publicURL {
-		t.Fatalf("server URL %s, PublicURL %s", hs.URL, publicURL)
-	}
-	return &e2eService{t: t, url: hs.URL}
+	return &e2eService{t: t, url: url}
 }
 
 // desk sends an operator request and decodes a JSON answer into out (if not nil).
