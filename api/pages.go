@@ -148,6 +148,7 @@ func (s *Server) render(c *gin.Context, status int, csp, page, lang, title strin
 	d := pageData{Lang: lang, M: catalogue[lang], Title: title, Version: s.web.version, Page: data}
 	if err := s.web.pages[page].ExecuteTemplate(&buf, "layout", d); err != nil {
 		s.log.Error("page template", "request_id", requestID(c), "page", page, "err", err)
+		securityHeaders(c.Writer.Header(), csp) // even the JSON 500 of a page gets them
 		s.writeError(c, errServer)
 		return
 	}

@@ -42,6 +42,9 @@ func main() {
 	gin.SetMode(gin.ReleaseMode) // gin's mode is process-wide; no debug route dump
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// After the first signal, the default handling comes back: a second
+	// SIGTERM or Ctrl-C ends the process without waiting for the drain.
+	go func() { <-ctx.Done(); stop() }()
 	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
 }
 
@@ -156,7 +159,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		ClientLimiter:  limiter,
 		Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		Dev:            cfg.File.Dev, // desk cookies without __Host- and Secure over plain HTTP
-		Redis:          rdb,          // desk sessions
+		QRRotation:     qrRotation(cfg.QRTokenTTL),
+		Redis:          rdb, // desk sessions
 		KeyPrefix:      cfg.File.Redis.KeyPrefix,
 		PushStatus:     pushStatus,
 	}
@@ -203,21 +207,22 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		ready <- ln.Addr().String()
 	}
 
+	var serveErr error
 	select {
 	case <-ctx.Done():
-	case err := <-errc:
-		return err
+	case serveErr = <-errc:
 	}
 	log.Info("stopping: finishing in-flight requests")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
+	errs := []error{serveErr}
 	for _, s := range servers {
 		if err := s.Shutdown(shutdownCtx); err != nil {
-			return fmt.Errorf("shutdown: %w", err)
+			errs = append(errs, fmt.Errorf("shutdown: %w", err))
 		}
 	}
 	log.Info("stopped")
-	return nil
+	return errors.Join(errs...)
 }
 
 // newPushSender builds the configured push sender. For fcm it is the
@@ -284,4 +289,10 @@ func hashSecret(stdin io.Reader, stdout, stderr io.Writer) int {
 	sum := sha256.Sum256([]byte(secret))
 	fmt.Fprintln(stdout, hex.EncodeToString(sum[:]))
 	return exitOK
+}
+
+// qrRotation is how often the login page shows a new QR code: every 25 s
+// for the default 30 s token life, and always well before a token dies.
+func qrRotation(ttl time.Duration) time.Duration {
+	return min(25*time.Second, ttl*5/6)
 }
