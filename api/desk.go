@@ -10,7 +10,9 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -63,8 +65,17 @@ type deskSessions struct {
 type deskSession struct {
 	Token    string // the cookie's value; only its SHA-256 is stored
 	Operator string
+	KeyFP    string // keyFingerprint of the operator's key at sign-in
 	CSRF     string
 	Created  time.Time
+}
+
+// keyFingerprint identifies an operator's configured key in a session
+// without storing it: hex of the first 16 bytes of SHA-256 over KeySHA256.
+// A session whose fingerprint no longer matches (the key was rotated) ends.
+func keyFingerprint(keySHA256 [sha256.Size]byte) string {
+	h := sha256.Sum256(keySHA256[:])
+	return hex.EncodeToString(h[:16])
 }
 
 // key is the session's one key, on a hash tag of its own.
@@ -73,12 +84,13 @@ func (d *deskSessions) key(tok string) string {
 }
 
 // create starts a session for an operator, with a new token and CSRF token.
-func (d *deskSessions) create(ctx context.Context, operator string) (deskSession, error) {
-	sess := deskSession{Token: token.New(sessionTokenBytes), Operator: operator,
+func (d *deskSessions) create(ctx context.Context, op *Operator) (deskSession, error) {
+	operator := op.Name
+	sess := deskSession{Token: token.New(sessionTokenBytes), Operator: operator, KeyFP: keyFingerprint(op.KeySHA256),
 		CSRF: token.New(sessionTokenBytes), Created: time.Now()}
 	key := d.key(sess.Token)
 	_, err := d.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, key, "op", operator, "csrf", sess.CSRF, "created_ms", sess.Created.UnixMilli())
+		p.HSet(ctx, key, "op", operator, "kfp", sess.KeyFP, "csrf", sess.CSRF, "created_ms", sess.Created.UnixMilli())
 		p.PExpire(ctx, key, deskIdle)
 		return nil
 	})
@@ -106,7 +118,7 @@ func (d *deskSessions) get(ctx context.Context, tok string) (deskSession, error)
 		return deskSession{}, errNoSession
 	}
 	ms, _ := strconv.ParseInt(h["created_ms"], 10, 64)
-	sess := deskSession{Token: tok, Operator: h["op"], CSRF: h["csrf"], Created: time.UnixMilli(ms)}
+	sess := deskSession{Token: tok, Operator: h["op"], KeyFP: h["kfp"], CSRF: h["csrf"], Created: time.UnixMilli(ms)}
 	if time.Since(sess.Created) > deskMaxAge || sess.CSRF == "" {
 		_ = d.rdb.Del(ctx, key).Err() // best effort: it expires anyway
 		return deskSession{}, errNoSession
@@ -150,7 +162,9 @@ func (w *webUI) sessionCookie(r *http.Request) string {
 }
 
 // session returns the request's session and its operator; errNoSession when
-// there is none or its operator is no longer configured.
+// there is none, its operator is no longer configured, or the operator's key
+// is no longer the one signed in with (a rotated key ends its sessions: the
+// session is then deleted).
 func (s *Server) session(c *gin.Context) (deskSession, *Operator, error) {
 	tok := s.web.sessionCookie(c.Request)
 	if tok == "" || s.web.sessions == nil {
@@ -161,9 +175,15 @@ func (s *Server) session(c *gin.Context) (deskSession, *Operator, error) {
 		return deskSession{}, nil, err
 	}
 	for i := range s.operators {
-		if s.operators[i].Name == sess.Operator {
-			return sess, &s.operators[i], nil
+		op := &s.operators[i]
+		if op.Name != sess.Operator {
+			continue
 		}
+		if subtle.ConstantTimeCompare([]byte(sess.KeyFP), []byte(keyFingerprint(op.KeySHA256))) != 1 {
+			_ = s.web.sessions.delete(c.Request.Context(), tok) // best effort: it expires anyway
+			return deskSession{}, nil, errNoSession
+		}
+		return sess, op, nil
 	}
 	return deskSession{}, nil, errNoSession
 }
@@ -254,7 +274,7 @@ func (s *Server) deskSignIn(c *gin.Context) {
 		s.render(c, http.StatusUnauthorized, cspDesk, "signin", lang, m["SignInTitle"], signinView{Error: "WrongKey"})
 		return
 	}
-	sess, err := s.web.sessions.create(c.Request.Context(), op.Name)
+	sess, err := s.web.sessions.create(c.Request.Context(), op)
 	if err != nil {
 		s.pageError(c, lang, err)
 		return
