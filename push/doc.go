@@ -27,7 +27,10 @@
 //	taken ──(transient or authentication error, time left)──▶ waiting (in memory) ──(backoff)──▶ taken
 //	taken, waiting ──(less than MinTTL left before the login's expiry)──▶ dropped, never sent: XACK + XDEL
 //	taken, waiting ──(the replica stops gracefully)──▶ queued again (copy added, original
-//	                                                   acknowledged and deleted, one script)
+//	                                                   acknowledged and deleted, one script;
+//	                                                   a waiting push's copy keeps the time of
+//	                                                   its retry, and the replica that takes it
+//	                                                   waits until then)
 //	taken, waiting ──(the replica died: idle for ClaimAfter)──▶ taken by another replica (XAUTOCLAIM)
 //
 // A replica renews its lease (XCLAIM to itself, when it still owns the
@@ -56,8 +59,9 @@
 //     OAuth token that cannot be obtained): logged loudly, shown by Status on
 //     /readyz and in ecps_push_auth_failing, and retried like a transient
 //     error: pushes start again as soon as the credentials are fixed;
-//   - any other refusal (INVALID_ARGUMENT about the payload, 404): logged as
-//     an error, not retried, the token kept.
+//   - any other refusal (INVALID_ARGUMENT about the payload, 404), or a
+//     message the SDK refuses itself, before any request: logged as an
+//     error, not retried, the token kept.
 //
 // The Firebase Admin SDK retries network errors and 503 by itself, with the
 // message of its first try and holding the sender while it waits; FCM's HTTP

@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"cloud.google.com/go/auth"
@@ -38,7 +41,8 @@ const (
 	// DeadToken: the token is dead; it is cleared and never retried.
 	DeadToken
 	// Rejected: the provider refused this message for another reason (a
-	// payload it does not accept, an unknown project); not retried.
+	// payload it does not accept, an unknown project), or the SDK refused it
+	// before sending; not retried.
 	Rejected
 )
 
@@ -47,8 +51,8 @@ type Result struct {
 	Outcome Outcome
 	// Reason names the error for metrics and logs: unavailable, internal,
 	// quota, http_429, http_5xx, timeout, network, unregistered,
-	// sender_id_mismatch, invalid_token, invalid_argument, credentials,
-	// apns_auth, other.
+	// sender_id_mismatch, invalid_token, invalid_argument, invalid_message
+	// (refused by the SDK itself, never sent), credentials, apns_auth, other.
 	Reason string
 	// RetryAfter is the provider's Retry-After, when it sent one.
 	RetryAfter time.Duration
@@ -284,8 +288,31 @@ func classify(ctx context.Context, err error, st *attemptState) Result {
 	if credentialError(err) {
 		return res(AuthFailed, "credentials")
 	}
-	// No HTTP answer: the request did not get through.
-	return res(Retry, "network")
+	if exchangeFailed(err) {
+		// No HTTP answer: the request did not get through.
+		return res(Retry, "network")
+	}
+	// The SDK refused the message itself (its checks, or building the
+	// request): no request was made, and a retry would fail alike.
+	return res(Rejected, "invalid_message")
+}
+
+// exchangeFailed tells an error of the HTTP exchange (the network, a
+// timeout, a cancelled context), which a retry may cure, from one the SDK
+// returned without trying (the message failed its own checks). The SDK turns
+// an exchange's error into a FirebaseError without a response, with code
+// UNKNOWN, UNAVAILABLE or DEADLINE_EXCEEDED (its type is internal to the SDK,
+// hence the codes).
+func exchangeFailed(err error) bool {
+	if errorutils.IsUnknown(err) || errorutils.IsUnavailable(err) || errorutils.IsDeadlineExceeded(err) {
+		return true
+	}
+	var ue *url.Error
+	var ne net.Error
+	var errno syscall.Errno
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &ue) || errors.As(err, &ne) || errors.As(err, &errno) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }
 
 // aboutToken tells an INVALID_ARGUMENT about the registration token itself

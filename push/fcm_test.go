@@ -7,13 +7,18 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -159,6 +164,43 @@ func TestFCMClassify(t *testing.T) {
 			t.Fatalf("took %v: the SDK retried by itself", el)
 		}
 	})
+}
+
+// An error the SDK returns without any HTTP exchange (it refused the message
+// itself) is a rejection, never retried; errors of the exchange are retried.
+func TestClassifyLocalRefusal(t *testing.T) {
+	cases := []struct {
+		name    string
+		err     error
+		outcome Outcome
+		reason  string
+	}{
+		{"sdk_validation", errors.New("exactly one of token, topic or condition must be specified"), Rejected, "invalid_message"},
+		{"sdk_build", fmt.Errorf("json: unsupported value: %w", errors.New("NaN")), Rejected, "invalid_message"},
+		{"url_error", &url.Error{Op: "Post", URL: "https://fcm.googleapis.com/v1", Err: errors.New("EOF")}, Retry, "network"},
+		{"net_error", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, Retry, "network"},
+		{"canceled", fmt.Errorf("send: %w", context.Canceled), Retry, "network"},
+		{"deadline", context.DeadlineExceeded, Retry, "timeout"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := classify(context.Background(), c.err, &attemptState{})
+			if r.Outcome != c.outcome || r.Reason != c.reason || r.Err != c.err {
+				t.Fatalf("got %+v; want outcome %d reason %q", r, c.outcome, c.reason)
+			}
+		})
+	}
+
+	// The real SDK refusing a message (no token): rejected, nothing sent.
+	fake := fcmtest.New(t, testProject)
+	f := newTestFCM(t, fake)
+	r := f.Push(context.Background(), Job{ChallengeID: "chl_x", DeviceID: "dev_x", ExpiresAt: time.Now().Add(time.Minute)}, time.Minute)
+	if r.Outcome != Rejected || r.Reason != "invalid_message" {
+		t.Fatalf("SDK refusal: %+v", r)
+	}
+	if n := len(fake.Requests()); n != 0 {
+		t.Fatalf("%d requests for a message the SDK refused", n)
+	}
 }
 
 // serviceAccount writes a service account file whose token_uri is tokenURL.

@@ -264,6 +264,9 @@ func (q *Queue) ensureGroup(ctx context.Context) bool {
 
 func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOGROUP") }
 
+// isUnblocked: the stream was deleted while XREADGROUP blocked on it.
+func isUnblocked(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "UNBLOCKED") }
+
 // reader takes new pushes from the stream and hands them to the senders; it
 // blocks while they are all busy (the pushes wait in Redis meanwhile).
 func (q *Queue) reader(ctx context.Context, ready chan<- *task) {
@@ -285,7 +288,7 @@ func (q *Queue) reader(ctx context.Context, ready chan<- *task) {
 			if ctx.Err() != nil {
 				return
 			}
-			if isNoGroup(err) { // the stream expired or was deleted
+			if isNoGroup(err) || isUnblocked(err) { // the stream expired or was deleted
 				if !q.ensureGroup(ctx) {
 					return
 				}
@@ -309,6 +312,10 @@ func (q *Queue) reader(ctx context.Context, ready chan<- *task) {
 				if t == nil {
 					continue
 				}
+				if time.Until(t.next) > 0 { // handed back while waiting for its retry
+					q.later(t, t.next)
+					continue
+				}
 				select {
 				case ready <- t:
 				case <-ctx.Done():
@@ -323,7 +330,9 @@ func (q *Queue) reader(ctx context.Context, ready chan<- *task) {
 }
 
 // hold parses an entry and records it as held; nil for an entry that is
-// malformed (acknowledged and dropped) or already held.
+// malformed (acknowledged and dropped) or already held. An entry handed back
+// by a stopping replica while it waited for a retry carries the time before
+// which it must not be sent (w): the task's next is then that time.
 func (q *Queue) hold(msg redis.XMessage) *task {
 	str := func(k string) string { s, _ := msg.Values[k].(string); return s }
 	num := func(k string) int64 { n, _ := strconv.ParseInt(str(k), 10, 64); return n }
@@ -334,6 +343,11 @@ func (q *Queue) hold(msg redis.XMessage) *task {
 		return nil
 	}
 	t := &task{id: msg.ID, job: j, enqueued: time.UnixMilli(num("n")), attempts: int(num("a")), leased: time.Now(), index: -1}
+	if w := num("w"); w > 0 {
+		if d := time.UnixMilli(w).Sub(q.opts.Now()); d > 0 {
+			t.next = time.Now().Add(d)
+		}
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if old, ok := q.held[msg.ID]; ok {
@@ -475,7 +489,11 @@ func (q *Queue) attempt(ctx context.Context, t *task) {
 	case lost:
 		q.forget(t)
 	case ctx.Err() != nil:
-		// Stopping: the push stays held and goes back to the queue.
+		// Stopping: the push stays held and goes back to the queue, with
+		// the time of its next attempt.
+		q.mu.Lock()
+		t.next = time.Now().Add(delay)
+		q.mu.Unlock()
 	default:
 		q.later(t, time.Now().Add(delay))
 	}
@@ -690,7 +708,11 @@ func (q *Queue) reclaim(ctx context.Context) {
 			if t := q.hold(msg); t != nil {
 				q.m.reclaimed.Inc()
 				q.log.Info("push taken over from a stopped replica", "challenge_id", t.job.ChallengeID, "device_id", t.job.DeviceID)
-				q.later(t, time.Now())
+				at := time.Now()
+				if t.next.After(at) { // handed back while waiting for its retry
+					at = t.next
+				}
+				q.later(t, at)
 			}
 		}
 		if next == "0-0" || next == "" {
@@ -742,7 +764,9 @@ func (q *Queue) dropIdleConsumers(ctx context.Context) {
 
 // releaseHeld hands what this replica still holds back to the queue when it
 // stops, so that another replica sends it at once rather than after
-// ClaimAfter. Pushes already past their expiry are dropped instead.
+// ClaimAfter, or, for a push waiting for a retry (backoff, Retry-After), at
+// the time of its next attempt. Pushes already past their expiry are dropped
+// instead.
 func (q *Queue) releaseHeld() {
 	q.mu.Lock()
 	var tasks []*task
@@ -764,8 +788,12 @@ func (q *Queue) releaseHeld() {
 			q.giveUp(t)
 			continue
 		}
+		var notBefore int64 // none: send at once
+		if d := time.Until(t.next); d > 0 {
+			notBefore = (now.Add(d).UnixNano() + int64(time.Millisecond) - 1) / int64(time.Millisecond) // never earlier
+		}
 		args = append(args, t.id, t.job.ChallengeID, t.job.DeviceID, t.job.Token, t.job.ExpiresAt.UnixMilli(),
-			t.enqueued.UnixMilli(), t.attempts)
+			t.enqueued.UnixMilli(), t.attempts, notBefore)
 	}
 	if len(args) == 2 {
 		return

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -414,7 +415,7 @@ func TestQueueStopHandsBack(t *testing.T) {
 	opts.AttemptTimeout = time.Second
 	a := e.start(opts)
 	j := login(1, 1, time.Now().Add(time.Minute))[0]
-	e.fake.Script(j.Token, fcmtest.Unavailable("20"))
+	e.fake.Script(j.Token, fcmtest.Unavailable("1"))
 	if err := a.q.Send(context.Background(), []Job{j}); err != nil {
 		t.Fatal(err)
 	}
@@ -427,6 +428,62 @@ func TestQueueStopHandsBack(t *testing.T) {
 	}
 	if el := time.Since(start); el > 3*time.Second {
 		t.Fatalf("sent after %v", el)
+	}
+}
+
+// A push handed back while it waits out a Retry-After keeps it: the replica
+// that takes it over does not send it before the Retry-After has passed.
+func TestQueueStopKeepsRetryAfter(t *testing.T) {
+	e := newQEnv(t)
+	opts := e.fastOptions()
+	opts.ClaimAfter = 30 * time.Second
+	opts.AttemptTimeout = time.Second
+	a := e.start(opts)
+	j := login(1, 1, time.Now().Add(time.Minute))[0]
+	e.fake.Script(j.Token, fcmtest.QuotaExceeded("3")) // 429, Retry-After: 3
+	if err := a.q.Send(context.Background(), []Job{j}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "first attempt", func() bool { return e.fake.RequestsFor(j.Token) == 1 })
+	first := e.fake.Requests()[0].At
+	notBefore := first.Add(3 * time.Second)
+	eventually(t, 2*time.Second, "not waiting for its retry", func() bool {
+		a.q.mu.Lock()
+		defer a.q.mu.Unlock()
+		return len(a.q.retry) == 1
+	})
+	a.stop()
+	if a.q.heldCount() != 0 {
+		t.Fatal("still held after the stop")
+	}
+
+	// The copy in the stream carries the not-before time.
+	msgs, err := e.rdb.XRange(context.Background(), e.prefix+"{push}:jobs", "-", "+").Result()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("stream after the stop: %v %v", msgs, err)
+	}
+	w, _ := msgs[0].Values["w"].(string)
+	if ms, err := strconv.ParseInt(w, 10, 64); err != nil || time.UnixMilli(ms).Before(notBefore) {
+		t.Fatalf("handed back with w=%q, want not before %v", w, notBefore.UnixMilli())
+	}
+
+	b := e.start(opts)
+	got, ok := e.fake.WaitReceived(1, 6*time.Second)
+	if !ok {
+		t.Fatal("a handed-back push was not sent")
+	}
+	if got[0].At.Before(notBefore) {
+		t.Fatalf("sent %v after the first attempt: Retry-After 3 s not honoured", got[0].At.Sub(first))
+	}
+	if late := got[0].At.Sub(notBefore); late > 2*time.Second {
+		t.Fatalf("sent %v after the Retry-After", late)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := e.fake.RequestsFor(j.Token); n != 2 {
+		t.Fatalf("%d requests, want 2", n)
+	}
+	if v := counter(b.q.m.reclaimed); v != 0 {
+		t.Fatalf("taken over after ClaimAfter (%v), not handed back", v)
 	}
 }
 

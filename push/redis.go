@@ -7,7 +7,8 @@ import "github.com/redis/go-redis/v9"
 //
 //	{push}:jobs                 stream, one entry per push (fields c challenge_id,
 //	                            d device_id, t token, x expiry ms, n enqueue ms,
-//	                            a attempts before a hand-back); consumer group
+//	                            a attempts before a hand-back, w not before ms:
+//	                            the retry a hand-back's push waited for); consumer group
 //	                            "senders". Entries are deleted when done; older
 //	                            than Retention they are trimmed (XADD/XTRIM MINID ~);
 //	                            the stream expires 24 h after its last enqueue.
@@ -56,15 +57,21 @@ return kept
 // releaseScript hands pushes that this consumer still owns back to the
 // queue, for another replica to take at once (graceful stop): a copy is
 // added and the original acknowledged and deleted, atomically. KEYS[1]
-// stream. ARGV: group, consumer, then seven per push: id, c, d, t, x, n, a.
+// stream. ARGV: group, consumer, then eight per push: id, c, d, t, x, n, a,
+// w (Unix ms before which it must not be sent: a Retry-After or backoff it
+// was waiting for; 0 for none, and then no w field).
 // Returns how many were handed back.
 var releaseScript = redis.NewScript(`
 local n = 0
-for i = 3, #ARGV, 7 do
+for i = 3, #ARGV, 8 do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
   if #p > 0 then
-    redis.call('XADD', KEYS[1], '*', 'c', ARGV[i+1], 'd', ARGV[i+2], 't', ARGV[i+3],
-      'x', ARGV[i+4], 'n', ARGV[i+5], 'a', ARGV[i+6])
+    local f = {'c', ARGV[i+1], 'd', ARGV[i+2], 't', ARGV[i+3], 'x', ARGV[i+4], 'n', ARGV[i+5], 'a', ARGV[i+6]}
+    if ARGV[i+7] ~= '0' then
+      table.insert(f, 'w')
+      table.insert(f, ARGV[i+7])
+    end
+    redis.call('XADD', KEYS[1], '*', unpack(f))
     redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
     redis.call('XDEL', KEYS[1], ARGV[i])
     n = n + 1
