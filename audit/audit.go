@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -221,13 +222,25 @@ func (l *Log) RunGlobalCopier(ctx context.Context) {
 
 var cursorRE = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)
 
+// validCursor reports whether s is a stream id Redis accepts as an
+// exclusive upper bound: two unsigned 64-bit numbers, not 0-0.
+func validCursor(s string) bool {
+	if !cursorRE.MatchString(s) {
+		return false
+	}
+	ms, seq, _ := strings.Cut(s, "-")
+	a, err1 := strconv.ParseUint(ms, 10, 64)
+	b, err2 := strconv.ParseUint(seq, 10, 64)
+	return err1 == nil && err2 == nil && (a != 0 || b != 0)
+}
+
 // List returns a practitioner's entries, newest first, at most limit, older
 // than the cursor before ("" for the newest). next is the cursor of the
 // following page, "" when there is none.
 func (l *Log) List(ctx context.Context, subject, before string, limit int) (entries []Entry, next string, err error) {
 	max := "+"
 	if before != "" {
-		if !cursorRE.MatchString(before) {
+		if !validCursor(before) {
 			return nil, "", ErrBadCursor
 		}
 		max = "(" + before
