@@ -172,9 +172,8 @@ func (s *Server) loginQR(c *gin.Context) error {
 // countLimit counts a limit hit by its name.
 func (s *Server) countLimit(err error) {
 	var limit *challenge.LimitError
-	if asLimit(err, &limit) {
+	if errors.As(err, &limit) {
 		s.metrics.limitHits.WithLabelValues(limit.Limit).Inc()
 	}
 }
 
-func asLimit(err error, target **challenge.LimitError) bool { return errors.As(err, target) }

@@ -502,7 +502,7 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 	default:
 		return fmt.Errorf("%w: decision must be approve, deny or fraud", ErrInvalid)
 	}
-	vals, err := decideScript.Run(ctx, s.rdb, []string{s.keys.auth(tag)}, "", dev.Subject, dev.ID,
+	vals, err := decideScript.Run(ctx, s.rdb, []string{s.keys.auth(tag)}, dev.Subject, dev.ID,
 		now.UnixMilli(), claims.Nonce, claims.Decision, number, claims.UV).StringSlice()
 	if err != nil {
 		return fmt.Errorf("decide: %w", err)

@@ -114,24 +114,24 @@ return {'pending'}
 `)
 
 // decideScript records the one decision that wins. KEYS: auth.
-// ARGV: unused, subject, device_id, now_ms, nonce, decision, number, uv.
+// ARGV: subject, device_id, now_ms, nonce, decision, number, uv.
 // Returns {notfound} | {conflict} | {gone} | {badnonce} |
 // {approved|denied, reason, client_id, kind}.
 var decideScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'kind', 'subject', 'status', 'expires_ms', 'nonce', 'number', 'client_id', 'kind')
-if not h[1] or h[2] ~= ARGV[2] then return {'notfound'} end
+local h = redis.call('HMGET', KEYS[1], 'kind', 'subject', 'status', 'expires_ms', 'nonce', 'number', 'client_id')
+if not h[1] or h[2] ~= ARGV[1] then return {'notfound'} end
 if h[3] ~= 'pending' and h[3] ~= 'claimed' then return {'conflict'} end
-if tonumber(ARGV[4]) >= tonumber(h[4]) then return {'gone'} end
-if h[5] ~= ARGV[5] then return {'badnonce'} end
+if tonumber(ARGV[3]) >= tonumber(h[4]) then return {'gone'} end
+if h[5] ~= ARGV[4] then return {'badnonce'} end
 local status, reason = 'denied', 'denied'
-if ARGV[6] == 'approve' then
-  if ARGV[7] == h[6] then status, reason = 'approved', '' else reason = 'wrong_number' end
-elseif ARGV[6] == 'fraud' then
+if ARGV[5] == 'approve' then
+  if ARGV[6] == h[6] then status, reason = 'approved', '' else reason = 'wrong_number' end
+elseif ARGV[5] == 'fraud' then
   reason = 'fraud'
 end
-redis.call('HSET', KEYS[1], 'status', status, 'reason', reason, 'device_id', ARGV[3], 'uv', ARGV[8],
-  'decided_ms', ARGV[4], 'audited', '0')
-return {status, reason, h[7], h[8]}
+redis.call('HSET', KEYS[1], 'status', status, 'reason', reason, 'device_id', ARGV[2], 'uv', ARGV[7],
+  'decided_ms', ARGV[3], 'audited', '0')
+return {status, reason, h[7], h[1]}
 `)
 
 // afterDecisionScript audits a decision and keeps the practitioner's
