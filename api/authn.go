@@ -176,4 +176,3 @@ func (s *Server) countLimit(err error) {
 		s.metrics.limitHits.WithLabelValues(limit.Limit).Inc()
 	}
 }
-
