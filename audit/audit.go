@@ -53,6 +53,11 @@ type Entry struct {
 	Subject string         `json:"subject"`
 	Actor   Actor          `json:"actor"`
 	Details map[string]any `json:"details"`
+	// Op, when set, names the event for the global copy: copies with the same
+	// Op are written once (within opTTL), so that a step run again (a request
+	// the client sent again, a command go-redis resent) copies nothing twice.
+	// Empty: a fresh id per copy, still safe against go-redis's resends.
+	Op string `json:"-"`
 }
 
 // ErrBadCursor is returned for a paging cursor that is not one of ours.
@@ -89,8 +94,10 @@ const opTTL = time.Hour
 
 // appendScript: KEYS[1] stream, KEYS[2] op key; ARGV[1] entry JSON,
 // ARGV[2] MINID, ARGV[3] op TTL ms, ARGV[4] stream TTL s (0: none).
+// Returns the new entry's id, or "dup" when the op was already written: a
+// resent append is an answer, never an error (never redis.Nil).
 var appendScript = redis.NewScript(`
-if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then return false end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then return 'dup' end
 local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], '*', 'e', ARGV[1])
 if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
 return id
@@ -123,7 +130,10 @@ func (l *Log) Append(ctx context.Context, e Entry) error {
 	if err != nil {
 		return err
 	}
-	op := newOpID()
+	op := e.Op
+	if op == "" {
+		op = newOpID()
+	}
 	pipe := l.rdb.Pipeline()
 	if e.Subject != "" {
 		appendScript.Eval(ctx, pipe, []string{l.SubjectStream(e.Subject), l.subjectOpKey(e.Subject, op)},
@@ -131,8 +141,7 @@ func (l *Log) Append(ctx context.Context, e Entry) error {
 	}
 	appendScript.Eval(ctx, pipe, []string{l.globalStream(), l.globalOpKey(op)},
 		string(b), l.minID(e.Time), opTTL.Milliseconds(), 0)
-	_, err = pipe.Exec(ctx)
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if _, err = pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("audit append: %w", err)
 	}
 	return nil
@@ -144,7 +153,11 @@ func (l *Log) Append(ctx context.Context, e Entry) error {
 func (l *Log) QueueGlobal(ctx context.Context, p redis.Pipeliner, entries ...Entry) {
 	for _, e := range entries {
 		b, _ := json.Marshal(e) // Entry has only marshalable fields.
-		appendScript.Eval(ctx, p, []string{l.globalStream(), l.globalOpKey(newOpID())},
+		op := e.Op
+		if op == "" {
+			op = newOpID()
+		}
+		appendScript.Eval(ctx, p, []string{l.globalStream(), l.globalOpKey(op)},
 			string(b), l.minID(e.Time), opTTL.Milliseconds(), 0)
 	}
 }
@@ -153,7 +166,7 @@ func (l *Log) QueueGlobal(ctx context.Context, p redis.Pipeliner, entries ...Ent
 func (l *Log) AppendGlobal(ctx context.Context, entries ...Entry) error {
 	p := l.rdb.Pipeline()
 	l.QueueGlobal(ctx, p, entries...)
-	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if _, err := p.Exec(ctx); err != nil {
 		return fmt.Errorf("audit append: %w", err)
 	}
 	return nil

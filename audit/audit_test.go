@@ -239,8 +239,8 @@ func TestAppendScriptOpIDOnce(t *testing.T) {
 	if err != nil || first == "" {
 		t.Fatalf("first: %q %v", first, err)
 	}
-	if err := appendScript.Run(ctx, rdb, keys, ej, minID, opTTL.Milliseconds(), ttl).Err(); !errors.Is(err, redis.Nil) {
-		t.Fatalf("retry: err = %v, want redis.Nil (not written)", err)
+	if res, err := appendScript.Run(ctx, rdb, keys, ej, minID, opTTL.Milliseconds(), ttl).Text(); err != nil || res != "dup" {
+		t.Fatalf("retry: %q, %v; want dup (not written, and not an error)", res, err)
 	}
 	if n := rdb.XLen(ctx, keys[0]).Val(); n != 1 {
 		t.Fatalf("stream has %d entries after a retry", n)
