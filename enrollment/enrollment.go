@@ -3,7 +3,9 @@ package enrollment
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -177,7 +179,8 @@ func (s *Service) CreateActivation(ctx context.Context, subject idnat.ID, actor 
 	sub := subject.String()
 
 	entry := audit.Entry{Time: now, Event: audit.ActivationCreated, Subject: sub, Actor: actor,
-		Details: map[string]any{"activation_id": id, "expires_at": expires.Format(time.RFC3339)}}
+		Details: map[string]any{"activation_id": id, "expires_at": expires.Format(time.RFC3339)},
+		Op:      "activation.created:" + id}
 	ej, minID, ttl := s.audit.ScriptArgs(entry)
 	res, err := createActivationScript.Run(ctx, s.rdb,
 		[]string{s.keys.devices(sub), s.keys.activationState(sub, id), s.audit.SubjectStream(sub)},
@@ -273,7 +276,10 @@ func (s *Service) Enrol(ctx context.Context, req EnrolRequest) (Device, error) {
 	}
 	now := s.now()
 	proofErr := deviceproof.VerifyEnrol(req.Proof, pub.Key, req.ActivationID, now, s.opts.ProofMaxSkew)
-	deviceID := "dev_" + token.New(12)
+	// The same request sent again (the app after a timeout, or go-redis after
+	// a lost reply) names the same device: every step below is then a no-op
+	// that answers as the first run did.
+	deviceID := enrolledDeviceID(req.ActivationID, pub.Thumbprint)
 
 	// Round trip 1: the activation, and a claim on the key when the proof holds.
 	p := s.rdb.Pipeline()
@@ -286,10 +292,12 @@ func (s *Service) Enrol(ctx context.Context, req EnrolRequest) (Device, error) {
 		return Device{}, fmt.Errorf("enrol: %w", err)
 	}
 	claimed := claim != nil && (errors.Is(claim.Err(), redis.Nil) || claim.Val() == deviceID)
+	// release gives the key back after a definite refusal, so that the app
+	// can try again; never after a storage error, when the enrolment may
+	// have happened (the app's retry of the same request then finds it).
 	release := func(err error) (Device, error) {
 		if claimed {
-			// Error path only: give the key back so that the app can retry.
-			_ = s.rdb.Del(context.WithoutCancel(ctx), s.keys.publicKey(pub.Thumbprint), s.keys.device(deviceID)).Err()
+			s.releaseKey(context.WithoutCancel(ctx), pub.Thumbprint, deviceID)
 		}
 		return Device{}, err
 	}
@@ -299,20 +307,27 @@ func (s *Service) Enrol(ctx context.Context, req EnrolRequest) (Device, error) {
 		return release(ErrUnknownActivation)
 	}
 	if err != nil {
-		return release(fmt.Errorf("enrol: %w", err))
+		return Device{}, fmt.Errorf("enrol: %w", err)
 	}
 	var act storedActivation
 	if err := json.Unmarshal(raw, &act); err != nil {
-		return release(fmt.Errorf("decode activation: %w", err))
+		return Device{}, fmt.Errorf("decode activation: %w", err)
 	}
 	expires, _ := time.Parse(time.RFC3339, act.ExpiresAt)
-	if !now.Before(expires) {
-		return release(ErrActivationEnded)
-	}
 	if !s.secretMatches(act, req) {
-		return release(s.failAttempt(ctx, act, req.ActivationID, now))
+		err := ErrActivationEnded
+		if now.Before(expires) {
+			err = s.failAttempt(ctx, act, req.ActivationID, now)
+		}
+		if errors.Is(err, ErrWrongSecret) || errors.Is(err, ErrActivationEnded) {
+			return release(err)
+		}
+		return Device{}, err
 	}
 	if proofErr != nil {
+		if !now.Before(expires) {
+			return release(ErrActivationEnded)
+		}
 		return release(fmt.Errorf("%w: enrolment proof rejected (%s)", ErrInvalid, deviceproof.ReasonOf(proofErr)))
 	}
 	if !claimed {
@@ -320,7 +335,8 @@ func (s *Service) Enrol(ctx context.Context, req EnrolRequest) (Device, error) {
 	}
 
 	// Round trip 2: the device pointer, and the enrolment itself, atomically
-	// on the practitioner's hash tag.
+	// on the practitioner's hash tag. The script answers ok for a device it
+	// already enrolled, even once the activation has expired.
 	stored := storedDevice{DeviceID: deviceID, Subject: act.Subject, Status: StatusActive,
 		Platform: req.Platform, Model: req.Model, AppVersion: req.AppVersion,
 		CreatedAt: now.Format(time.RFC3339), PushToken: req.PushToken, Thumbprint: pub.Thumbprint}
@@ -329,18 +345,22 @@ func (s *Service) Enrol(ctx context.Context, req EnrolRequest) (Device, error) {
 	entry := audit.Entry{Time: now, Event: audit.DeviceEnrolled, Subject: act.Subject,
 		Actor: audit.Actor{Type: audit.ActorDevice, ID: deviceID},
 		Details: map[string]any{"activation_id": req.ActivationID, "device_id": deviceID,
-			"platform": req.Platform, "model": req.Model, "app_version": req.AppVersion}}
+			"platform": req.Platform, "model": req.Model, "app_version": req.AppVersion},
+		Op: "device.enrolled:" + deviceID}
 	ej, minID, ttl := s.audit.ScriptArgs(entry)
 	p = s.rdb.Pipeline()
 	p.Set(ctx, s.keys.device(deviceID), pj, 0)
 	res := enrolScript.Eval(ctx, p, // EVAL: a pipeline cannot fall back from EVALSHA
-
 		[]string{s.keys.activationState(act.Subject, req.ActivationID), s.keys.devices(act.Subject), s.audit.SubjectStream(act.Subject)},
 		deviceID, sj, s.opts.DevicesPerSubject, now.UnixMilli(), ej, minID, ttl)
 	if _, err := p.Exec(ctx); err != nil {
-		return release(fmt.Errorf("enrol: %w", err))
+		return Device{}, fmt.Errorf("enrol: %w", err)
 	}
-	switch res.Val() {
+	vals, err := res.StringSlice()
+	if err != nil || len(vals) < 1 {
+		return Device{}, fmt.Errorf("enrol: unexpected reply %v: %w", res.Val(), err)
+	}
+	switch vals[0] {
 	case "ok":
 	case "limit":
 		return release(ErrDeviceLimit)
@@ -348,11 +368,29 @@ func (s *Service) Enrol(ctx context.Context, req EnrolRequest) (Device, error) {
 		return release(ErrActivationEnded)
 	}
 
-	// Round trip 3: the operators' copy of the audit entry.
+	// Round trip 3: the operators' copy of the audit entry (written once
+	// whatever the retries: its op names the device).
 	if err := s.audit.AppendGlobal(ctx, entry); err != nil {
 		return Device{}, err
 	}
-	return decodeDevice(string(sj))
+	return decodeDevice(vals[1])
+}
+
+// enrolledDeviceID names the device that one activation makes of one key:
+// the same request always names the same device, so that running it again
+// finds its own work. It says nothing that the key and the activation id do
+// not already say, and a key is enrolled at most once anyway.
+func enrolledDeviceID(activationID, thumbprint string) string {
+	h := sha256.Sum256([]byte("ecps device id\x00" + activationID + "\x00" + thumbprint))
+	return "dev_" + base64.RawURLEncoding.EncodeToString(h[:12])
+}
+
+// releaseKey gives a claimed key back: the claim, if it is still this
+// device's, then the device pointer. Two steps, as the two keys live in
+// different slots of a Redis Cluster; each is safe to run twice.
+func (s *Service) releaseKey(ctx context.Context, thumbprint, deviceID string) {
+	_ = releaseKeyScript.Run(ctx, s.rdb, []string{s.keys.publicKey(thumbprint)}, deviceID).Err()
+	_ = s.rdb.Del(ctx, s.keys.device(deviceID)).Err()
 }
 
 func (s *Service) checkEnrolShape(req EnrolRequest) (deviceproof.PublicKey, error) {
@@ -402,11 +440,14 @@ func (s *Service) failAttempt(ctx context.Context, act storedActivation, id stri
 		Details: map[string]any{"activation_id": id, "reason": "wrong_secret"}}
 	destroyed := audit.Entry{Time: now, Event: audit.ActivationDestroyed, Subject: act.Subject, Actor: audit.System,
 		Details: map[string]any{"activation_id": id, "reason": "attempts_exhausted"}}
+	op := token.New(12) // this attempt: counted once whatever go-redis resends
+	failed.Op = "activation.failed:" + op
+	destroyed.Op = "activation.destroyed:" + id
 	fj, minID, ttl := s.audit.ScriptArgs(failed)
 	dj, _, _ := s.audit.ScriptArgs(destroyed)
 	res, err := failAttemptScript.Run(ctx, s.rdb,
 		[]string{s.keys.activationState(act.Subject, id), s.audit.SubjectStream(act.Subject)},
-		now.UnixMilli(), s.opts.ActivationAttempts, fj, dj, minID, ttl).Text()
+		now.UnixMilli(), s.opts.ActivationAttempts, fj, dj, minID, ttl, op).Text()
 	if err != nil {
 		return fmt.Errorf("activation attempt: %w", err)
 	}
@@ -474,11 +515,12 @@ func (s *Service) Transition(ctx context.Context, deviceID, action string, actor
 	if onlySubject != "" && ptr.Subject != onlySubject {
 		return Device{}, ErrNotFound
 	}
+	op := token.New(12)
 	entry := audit.Entry{Time: s.now(), Event: event, Subject: ptr.Subject, Actor: actor,
-		Details: map[string]any{"device_id": deviceID}}
+		Details: map[string]any{"device_id": deviceID}, Op: event + ":" + op}
 	ej, minID, ttl := s.audit.ScriptArgs(entry)
 	res, err := transitionScript.Run(ctx, s.rdb, []string{s.keys.devices(ptr.Subject), s.audit.SubjectStream(ptr.Subject)},
-		deviceID, action, ej, minID, ttl).StringSlice()
+		deviceID, action, ej, minID, ttl, op).StringSlice()
 	if err != nil {
 		return Device{}, fmt.Errorf("device %s: %w", action, err)
 	}
@@ -516,7 +558,7 @@ func (s *Service) SetPushToken(ctx context.Context, d Device, token string) erro
 // meanwhile is kept. The device's "push" flag turns false and it polls. The
 // change is audited as device.push_token_cleared with the system as actor
 // (never with the token). It reports whether the token was cleared.
-func (s *Service) ClearPushToken(ctx context.Context, deviceID, token, reason string) (bool, error) {
+func (s *Service) ClearPushToken(ctx context.Context, deviceID, deadToken, reason string) (bool, error) {
 	ptr, err := s.pointer(ctx, deviceID)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
@@ -524,11 +566,12 @@ func (s *Service) ClearPushToken(ctx context.Context, deviceID, token, reason st
 	if err != nil {
 		return false, err
 	}
+	op := token.New(12)
 	entry := audit.Entry{Time: s.now(), Event: audit.DevicePushTokenClear, Subject: ptr.Subject, Actor: audit.System,
-		Details: map[string]any{"device_id": deviceID, "reason": reason}}
+		Details: map[string]any{"device_id": deviceID, "reason": reason}, Op: audit.DevicePushTokenClear + ":" + op}
 	ej, minID, ttl := s.audit.ScriptArgs(entry)
 	res, err := clearPushTokenScript.Run(ctx, s.rdb, []string{s.keys.devices(ptr.Subject), s.audit.SubjectStream(ptr.Subject)},
-		deviceID, token, ej, minID, ttl).Text()
+		deviceID, deadToken, ej, minID, ttl, op).Text()
 	if err != nil {
 		return false, fmt.Errorf("clear push token: %w", err)
 	}
@@ -567,7 +610,7 @@ func (s *Service) AuthenticateRequest(ctx context.Context, compact string, req d
 	}
 	raw, err := touchScript.Run(ctx, s.rdb,
 		[]string{s.keys.devices(ptr.Subject), s.keys.jti(ptr.Subject, tok.KeyID, claims.JTI)},
-		tok.KeyID, s.now().Format(time.RFC3339), (2 * s.opts.ProofMaxSkew).Milliseconds()).Text()
+		tok.KeyID, s.now().Format(time.RFC3339), (2 * s.opts.ProofMaxSkew).Milliseconds(), token.New(12)).Text()
 	if err != nil {
 		return Device{}, fmt.Errorf("device proof: %w", err)
 	}

@@ -51,43 +51,62 @@ audit_append(KEYS[3], ARGV[4], ARGV[5], ARGV[6])
 return 'ok'
 `)
 
-// failAttemptScript: KEYS[1] activation state, KEYS[2] audit.
-// ARGV: now_ms, max attempts, failed entry, destroyed entry, minid, audit ttl.
+// failAttemptScript uses one attempt for one wrong secret or code, once per
+// operation: a resent script answers what the first run did.
+// KEYS[1] activation state, KEYS[2] audit.
+// ARGV: now_ms, max attempts, failed entry, destroyed entry, minid, audit ttl, op.
 // Returns gone | failed | destroyed.
 var failAttemptScript = redis.NewScript(auditLua + `
+local again = redis.call('HGET', KEYS[1], 'op:' .. ARGV[7])
+if again then return again end
 local st = redis.call('HMGET', KEYS[1], 'status', 'expires_ms')
 if st[1] ~= 'pending' or tonumber(st[2]) <= tonumber(ARGV[1]) then return 'gone' end
 local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 audit_append(KEYS[2], ARGV[3], ARGV[5], ARGV[6])
+local res = 'failed'
 if n >= tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], 'status', 'destroyed')
   audit_append(KEYS[2], ARGV[4], ARGV[5], ARGV[6])
-  return 'destroyed'
+  res = 'destroyed'
 end
-return 'failed'
+redis.call('HSET', KEYS[1], 'op:' .. ARGV[7], res)
+return res
 `)
 
 // enrolScript: KEYS[1] activation state, KEYS[2] devices, KEYS[3] audit.
 // ARGV: device_id, device JSON, max devices, now_ms, entry, minid, audit ttl.
-// Returns ok | gone | limit. A retry of a script that already ran answers ok.
+// Returns {ok, device JSON} | {gone} | {limit}. Run again for a device it
+// already enrolled (same activation, same key: same device id), it answers
+// {ok, the device as stored} and changes nothing.
 var enrolScript = redis.NewScript(auditLua + countLiveLua + `
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 'ok' end
+local done = redis.call('HGET', KEYS[2], ARGV[1])
+if done then return {'ok', done} end
 local st = redis.call('HMGET', KEYS[1], 'status', 'expires_ms')
-if st[1] ~= 'pending' or tonumber(st[2]) <= tonumber(ARGV[4]) then return 'gone' end
-if count_live(KEYS[2]) >= tonumber(ARGV[3]) then return 'limit' end
+if st[1] ~= 'pending' or tonumber(st[2]) <= tonumber(ARGV[4]) then return {'gone'} end
+if count_live(KEYS[2]) >= tonumber(ARGV[3]) then return {'limit'} end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[1], 'status', 'used', 'device_id', ARGV[1])
 audit_append(KEYS[3], ARGV[5], ARGV[6], ARGV[7])
-return 'ok'
+return {'ok', ARGV[2]}
+`)
+
+// releaseKeyScript gives back a key claimed for a device that was not
+// enrolled: KEYS[1] the key's claim; ARGV[1] device_id. Only that device's
+// claim is removed.
+var releaseKeyScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 `)
 
 // transitionScript changes a device's status: KEYS[1] devices, KEYS[2] audit.
-// ARGV: device_id, action (suspend|resume|revoke), entry, minid, audit ttl.
-// Returns {notfound} | {revoked} | {changed|same, device JSON after}.
+// ARGV: device_id, action (suspend|resume|revoke), entry, minid, audit ttl, op.
+// Returns {notfound} | {revoked} | {changed|same, device JSON after}. The
+// device keeps the op of its last change: a resent script answers changed.
 var transitionScript = redis.NewScript(auditLua + `
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return {'notfound'} end
 local d = cjson.decode(raw)
+if d.op == ARGV[6] then return {'changed', raw} end
 local action = ARGV[2]
 local to
 if action == 'revoke' then
@@ -103,6 +122,7 @@ else
 end
 if d.status == to then return {'same', raw} end
 d.status = to
+d.op = ARGV[6]
 raw = cjson.encode(d)
 redis.call('HSET', KEYS[1], ARGV[1], raw)
 audit_append(KEYS[2], ARGV[3], ARGV[4], ARGV[5])
@@ -110,14 +130,17 @@ return {'changed', raw}
 `)
 
 // touchScript accepts a verified request proof: KEYS[1] devices, KEYS[2] jti.
-// ARGV: device_id, now (RFC 3339), jti ttl ms.
-// Returns unknown | suspended | revoked | replay | the device JSON.
+// ARGV: device_id, now (RFC 3339), jti ttl ms, op.
+// Returns unknown | suspended | revoked | replay | the device JSON. The jti
+// is recorded with the op of the request it belongs to: the same script
+// resent by go-redis finds its own op there, not a replay.
 var touchScript = redis.NewScript(`
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 'unknown' end
 local d = cjson.decode(raw)
 if d.status ~= 'active' then return d.status end
-if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then return 'replay' end
+local seen = redis.call('SET', KEYS[2], ARGV[4], 'NX', 'GET', 'PX', ARGV[3])
+if seen and seen ~= ARGV[4] then return 'replay' end
 d.last_used_at = ARGV[2]
 raw = cjson.encode(d)
 redis.call('HSET', KEYS[1], ARGV[1], raw)
@@ -138,14 +161,16 @@ return 'ok'
 // clearPushTokenScript clears a device's push token that the push provider
 // reported dead, only if it is still that token (the phone may have sent a
 // new one meanwhile), and audits it. KEYS[1] devices, KEYS[2] audit.
-// ARGV: device_id, token, entry, minid, audit ttl. Returns notfound |
+// ARGV: device_id, token, entry, minid, audit ttl, op. Returns notfound |
 // changed (another token, or none, is set: nothing done) | cleared.
 var clearPushTokenScript = redis.NewScript(auditLua + `
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 'notfound' end
 local d = cjson.decode(raw)
+if d.op == ARGV[6] then return 'cleared' end
 if d.push_token ~= ARGV[2] then return 'changed' end
 d.push_token = ''
+d.op = ARGV[6]
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(d))
 audit_append(KEYS[2], ARGV[3], ARGV[4], ARGV[5])
 return 'cleared'
