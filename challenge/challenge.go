@@ -58,7 +58,11 @@ type Options struct {
 	PushesWindow       time.Duration // default 5 min
 	DenialsBeforeBlock int           // default 5
 	BlockDuration      time.Duration // default 15 min
-	Now                func() time.Time
+	// ReadBudget bounds each read of a long-poll, go-redis's resends
+	// included (default 2 s): a slow Redis ends the poll with an error
+	// within it instead of holding the IdP for the whole wait.
+	ReadBudget time.Duration
+	Now        func() time.Time
 }
 
 func (o *Options) defaults() {
@@ -81,6 +85,7 @@ func (o *Options) defaults() {
 	def(&o.PushesWindow, 5*time.Minute)
 	defInt(&o.DenialsBeforeBlock, 5)
 	def(&o.BlockDuration, 15*time.Minute)
+	def(&o.ReadBudget, 2*time.Second)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -185,7 +190,8 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 	keep := expires.Sub(now) + keepAfterEnd
 	entry := audit.Entry{Time: now.Truncate(time.Second), Event: EventCreated, Subject: subject,
 		Actor:   audit.Actor{Type: audit.ActorClient, ID: req.Client.ID},
-		Details: map[string]any{"challenge_id": challengeID, "kind": kind, "expires_at": expires.Truncate(time.Second).Format(time.RFC3339)}}
+		Details: map[string]any{"challenge_id": challengeID, "kind": kind, "expires_at": expires.Truncate(time.Second).Format(time.RFC3339)},
+		Op:      EventCreated + ":" + challengeID}
 
 	p := s.rdb.Pipeline()
 	p.HSet(ctx, s.keys.auth(tag), fields...)
@@ -198,7 +204,8 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 		ej, minID, ttl := s.audit.ScriptArgs(entry)
 		lj, _, _ := s.audit.ScriptArgs(limit)
 		res = createPushScript.Eval(ctx, p, // EVAL: a pipeline cannot fall back from EVALSHA
-			[]string{s.devices.DevicesKey(subject), s.keys.pending(subject), s.keys.pushes(subject), s.keys.block(subject), s.audit.SubjectStream(subject)},
+			[]string{s.devices.DevicesKey(subject), s.keys.pending(subject), s.keys.pushes(subject), s.keys.block(subject),
+				s.audit.SubjectStream(subject), s.keys.refused(subject, challengeID)},
 			now.UnixMilli(), expires.UnixMilli(), challengeID, s.opts.PendingPerSubject, s.opts.PushesPerSubject,
 			s.opts.PushesWindow.Milliseconds(), ej, lj, minID, ttl)
 	}
@@ -225,6 +232,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 			limit := entry
 			limit.Event = EventLimitHit
 			limit.Details = map[string]any{"limit": vals[1], "kind": kind}
+			limit.Op = EventLimitHit + ":" + challengeID
 			s.audit.CopyGlobalLater(ctx, limit)
 			return Created{}, &LimitError{Limit: vals[1], RetryAfter: time.Duration(ms) * time.Millisecond}
 		}
@@ -268,8 +276,11 @@ func (s *Service) Poll(ctx context.Context, clientID, authReqID string, wait tim
 		if check {
 			checkArg = "1"
 		}
+		ctx, cancel := context.WithTimeout(ctx, s.opts.ReadBudget)
+		defer cancel()
+		// op names this read: resent after a lost reply, it is the same read.
 		vals, err := pollScript.Run(ctx, s.rdb, []string{s.keys.auth(tag)}, token.SHA256Hex(secret), clientID,
-			s.now().UnixMilli(), checkArg, start.UnixMilli()).StringSlice()
+			s.now().UnixMilli(), checkArg, start.UnixMilli(), token.New(12)).StringSlice()
 		if err != nil {
 			return Result{}, fmt.Errorf("poll: %w", err)
 		}
@@ -341,13 +352,15 @@ func (s *Service) Cancel(ctx context.Context, clientID, authReqID string) error 
 	case "noop":
 		return nil
 	}
-	subject := vals[1]
+	subject, challengeID := vals[1], "chl_"+tag
 	entry := audit.Entry{Time: now.Truncate(time.Second), Event: EventCancelled, Subject: subject,
-		Actor: audit.Actor{Type: audit.ActorClient, ID: clientID}, Details: map[string]any{"challenge_id": "chl_" + tag}}
+		Actor: audit.Actor{Type: audit.ActorClient, ID: clientID}, Details: map[string]any{"challenge_id": challengeID},
+		Op: EventCancelled + ":" + challengeID}
 	p := s.rdb.Pipeline()
 	if subject != "" {
 		ej, minID, ttl := s.audit.ScriptArgs(entry)
-		cancelledScript.Eval(ctx, p, []string{s.keys.pending(subject), s.audit.SubjectStream(subject)}, "chl_"+tag, ej, minID, ttl)
+		cancelledScript.Eval(ctx, p, []string{s.keys.pending(subject), s.audit.SubjectStream(subject), s.keys.ended(subject, challengeID)},
+			challengeID, ej, minID, ttl, endedTTL(now, vals[2]).Milliseconds())
 	}
 	p.Publish(ctx, s.keys.channel(), tag)
 	if _, err := p.Exec(ctx); err != nil {
@@ -502,8 +515,11 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 	default:
 		return fmt.Errorf("%w: decision must be approve, deny or fraud", ErrInvalid)
 	}
+	// The decision is named by its JWS: the same one sent again (the app
+	// after a timeout, go-redis after a lost reply) answers as the first did,
+	// and the steps after it, each run once, are finished if they were not.
 	vals, err := decideScript.Run(ctx, s.rdb, []string{s.keys.auth(tag)}, dev.Subject, dev.ID,
-		now.UnixMilli(), claims.Nonce, claims.Decision, number, claims.UV).StringSlice()
+		now.UnixMilli(), claims.Nonce, claims.Decision, number, claims.UV, token.SHA256Hex(response)).StringSlice()
 	if err != nil {
 		return fmt.Errorf("decide: %w", err)
 	}
@@ -517,12 +533,13 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 	case "badnonce":
 		return ErrBadDecision
 	}
-	status, reason, clientID := vals[0], vals[1], vals[2]
+	status, reason, clientID, expiresMS := vals[0], vals[1], vals[2], vals[4]
 
 	// The decision won: audit it, keep the counters, then make it readable.
 	actor := audit.Actor{Type: audit.ActorDevice, ID: dev.ID}
 	details := map[string]any{"challenge_id": challengeID, "client_id": clientID}
-	decided := audit.Entry{Time: now.Truncate(time.Second), Event: EventApproved, Subject: dev.Subject, Actor: actor, Details: details}
+	decided := audit.Entry{Time: now.Truncate(time.Second), Event: EventApproved, Subject: dev.Subject, Actor: actor, Details: details,
+		Op: "authentication.decided:" + challengeID}
 	if status != "approved" {
 		decided.Event = EventDenied
 		decided.Details = map[string]any{"challenge_id": challengeID, "client_id": clientID, "reason": reason}
@@ -530,12 +547,14 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 		details["uv"] = claims.UV
 	}
 	fraud := audit.Entry{Time: decided.Time, Event: EventFraud, Subject: dev.Subject, Actor: actor,
-		Details: map[string]any{"challenge_id": challengeID, "client_id": clientID}}
+		Details: map[string]any{"challenge_id": challengeID, "client_id": clientID}, Op: EventFraud + ":" + challengeID}
 	dj, minID, ttl := s.audit.ScriptArgs(decided)
 	fj, _, _ := s.audit.ScriptArgs(fraud)
 	if err := afterDecisionScript.Run(ctx, s.rdb,
-		[]string{s.keys.pending(dev.Subject), s.keys.denials(dev.Subject), s.keys.block(dev.Subject), s.audit.SubjectStream(dev.Subject)},
-		challengeID, status, reason, s.opts.DenialsBeforeBlock, s.opts.BlockDuration.Milliseconds(), dj, fj, minID, ttl).Err(); err != nil {
+		[]string{s.keys.pending(dev.Subject), s.keys.denials(dev.Subject), s.keys.block(dev.Subject), s.audit.SubjectStream(dev.Subject),
+			s.keys.ended(dev.Subject, challengeID)},
+		challengeID, status, reason, s.opts.DenialsBeforeBlock, s.opts.BlockDuration.Milliseconds(), dj, fj, minID, ttl,
+		endedTTL(now, expiresMS).Milliseconds()).Err(); err != nil {
 		return fmt.Errorf("audit decision: %w", err)
 	}
 	p := s.rdb.Pipeline()
@@ -563,7 +582,7 @@ func (s *Service) Claim(ctx context.Context, dev Device, qrToken string) (Challe
 	}
 	now := s.now()
 	vals, err := claimScript.Run(ctx, s.rdb, []string{s.keys.auth(tag), s.keys.qr(tag)},
-		token.SHA256Hex(secret), now.UnixMilli(), dev.Subject, dev.ID).StringSlice()
+		token.SHA256Hex(secret), now.UnixMilli(), dev.Subject, dev.ID, token.New(12)).StringSlice()
 	if err != nil {
 		return Challenge{}, fmt.Errorf("claim: %w", err)
 	}
@@ -574,9 +593,10 @@ func (s *Service) Claim(ctx context.Context, dev Device, qrToken string) (Challe
 	c := challengeFrom(tag, h)
 	entry := audit.Entry{Time: now.Truncate(time.Second), Event: EventCreated, Subject: dev.Subject,
 		Actor:   audit.Actor{Type: audit.ActorClient, ID: h["client_id"]},
-		Details: map[string]any{"challenge_id": c.ChallengeID, "kind": "qr", "claimed_by": dev.ID, "expires_at": c.ExpiresAt.Format(time.RFC3339)}}
+		Details: map[string]any{"challenge_id": c.ChallengeID, "kind": "qr", "claimed_by": dev.ID, "expires_at": c.ExpiresAt.Format(time.RFC3339)},
+		Op:      "authentication.claimed:" + c.ChallengeID}
 	ej, minID, ttl := s.audit.ScriptArgs(entry)
-	if err := claimedScript.Run(ctx, s.rdb, []string{s.keys.pending(dev.Subject), s.audit.SubjectStream(dev.Subject)},
+	if err := claimedScript.Run(ctx, s.rdb, []string{s.keys.pending(dev.Subject), s.audit.SubjectStream(dev.Subject), s.keys.ended(dev.Subject, c.ChallengeID)},
 		c.ChallengeID, h["expires_ms"], ej, minID, ttl, now.UnixMilli()).Err(); err != nil {
 		return Challenge{}, fmt.Errorf("claim: %w", err)
 	}
@@ -661,6 +681,17 @@ func (s *Service) LoginQR(ctx context.Context, loginID string) ([]byte, time.Tim
 }
 
 // ---- identifiers and small helpers ----
+
+// endedTTL is how long the mark of a login's end is kept: as long as the
+// authentication itself (its expiry, given in ms, plus keepAfterEnd).
+func endedTTL(now time.Time, expiresMS string) time.Duration {
+	ms, _ := strconv.ParseInt(expiresMS, 10, 64)
+	d := time.UnixMilli(ms).Sub(now) + keepAfterEnd
+	if d < time.Minute {
+		d = time.Minute
+	}
+	return d
+}
 
 func randomDigits(n int) string {
 	max := big.NewInt(1)
