@@ -86,6 +86,9 @@ type Options struct {
 	// QRRotation is how often the login page fetches a new QR code
 	// (default 25 s; tests shorten it).
 	QRRotation time.Duration
+	// RequestBudget bounds each request's storage time, go-redis's resends
+	// included (default DefaultRequestBudget); past it the answer is 503.
+	RequestBudget time.Duration
 }
 
 // Server holds the routes.
@@ -102,7 +105,8 @@ type Server struct {
 	limitAudited sync.Map
 	ready        func(ctx context.Context) error
 	pushStatus   func() push.Status
-	web          *webUI // the HTML pages: login page and desk (pages.go, desk.go)
+	budget       time.Duration // each request's storage time (deadline.go)
+	web          *webUI        // the HTML pages: login page and desk (pages.go, desk.go)
 	engine       *gin.Engine
 }
 
@@ -118,6 +122,10 @@ func New(opts Options) (*Server, error) {
 		metrics: opts.Metrics, enrollment: opts.Enrollment, challenges: opts.Challenges, audit: opts.Audit, limiter: opts.ClientLimiter, ready: opts.Ready,
 		web: newWebUI(opts)}
 	s.pushStatus = opts.PushStatus
+	s.budget = opts.RequestBudget
+	if s.budget <= 0 {
+		s.budget = DefaultRequestBudget
+	}
 	for i := range opts.Clients {
 		c := opts.Clients[i]
 		s.clients[c.ID] = &c
@@ -129,7 +137,7 @@ func New(opts Options) (*Server, error) {
 	if err := e.SetTrustedProxies(opts.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("trusted proxies: %w", err)
 	}
-	e.Use(s.requestContext, s.recovery, s.bodyCap)
+	e.Use(s.requestContext, s.recovery, s.deadline, s.bodyCap)
 	e.NoRoute(func(c *gin.Context) { s.writeError(c, errNotFound) })
 	e.NoMethod(func(c *gin.Context) { s.writeError(c, errMethodNotAllowed) })
 	s.engine = e
