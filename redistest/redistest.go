@@ -53,6 +53,8 @@ type Server struct {
 	port int
 	dir  string
 	cmd  *exec.Cmd
+	args []string // extra redis-server arguments (a cluster node, a replica)
+	conf string   // a config file: a sentinel (redis-server --sentinel)
 }
 
 // Start starts a redis-server on a free loopback port; it is stopped when the
@@ -88,8 +90,15 @@ func (s *Server) Stop() {
 func (s *Server) Restart() {
 	s.t.Helper()
 	var out bytes.Buffer
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir)
+	var args []string
+	if s.conf != "" {
+		args = append(args, s.conf, "--sentinel") // the file comes first
+	}
+	args = append(args, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir)
+	if s.conf == "" {
+		args = append(args, "--save", "", "--appendonly", "no")
+	}
+	cmd := exec.Command("redis-server", append(args, s.args...)...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)

@@ -1,0 +1,236 @@
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Cluster is a Redis Cluster of the test's own: 3 masters and 3 replicas,
+// made by `redis-cli --cluster create` from Debian's redis-server, on
+// loopback ports. It is stopped when the test ends.
+type Cluster struct {
+	t     testing.TB
+	Nodes []*Server
+}
+
+// StartCluster starts a 3-master / 3-replica cluster and waits until every
+// node says cluster_state:ok.
+func StartCluster(t testing.TB) *Cluster {
+	t.Helper()
+	need(t, "redis-server", "redis-cli")
+	c := &Cluster{t: t}
+	var addrs []string
+	for i := 0; i < 6; i++ {
+		dir := t.TempDir()
+		s := &Server{t: t, port: freeClusterPort(t), dir: dir, args: []string{
+			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+			"--cluster-node-timeout", "2000", "--cluster-replica-validity-factor", "0",
+		}}
+		s.Restart()
+		t.Cleanup(s.Stop)
+		c.Nodes = append(c.Nodes, s)
+		addrs = append(addrs, s.Addr())
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
+	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	c.waitOK()
+	return c
+}
+
+// Addrs are every node's host:port, for redis.ClusterOptions.
+func (c *Cluster) Addrs() []string {
+	var out []string
+	for _, n := range c.Nodes {
+		out = append(out, n.Addr())
+	}
+	return out
+}
+
+// Client returns a cluster client (closed when the test ends) and a fresh
+// key prefix.
+func (c *Cluster) Client(t testing.TB) (*redis.ClusterClient, string) {
+	t.Helper()
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), DialTimeout: 2 * time.Second,
+		ReadTimeout: time.Second, WriteTimeout: time.Second, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb, Prefix()
+}
+
+// waitOK waits until every node that runs reports cluster_state:ok and
+// agrees on which nodes are masters.
+func (c *Cluster) waitOK() {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ok := true
+		for _, n := range c.Nodes {
+			if n.cmd == nil {
+				continue
+			}
+			info, err := n.cli("CLUSTER", "INFO")
+			if err != nil || !strings.Contains(info, "cluster_state:ok") {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatalf("cluster did not reach cluster_state:ok")
+}
+
+// Masters returns the nodes that are masters now.
+func (c *Cluster) Masters() []*Server {
+	var out []*Server
+	for _, n := range c.Nodes {
+		if n.cmd == nil {
+			continue
+		}
+		if role, err := n.cli("ROLE"); err == nil && strings.HasPrefix(role, "master") {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Sentinel is a Sentinel set of the test's own: a master, a replica and 3
+// sentinels watching them under the name "ecps", on loopback ports.
+type Sentinel struct {
+	t         testing.TB
+	Master    *Server
+	Replica   *Server
+	Sentinels []*Server
+}
+
+// SentinelMaster is the name the sentinels know the master by.
+const SentinelMaster = "ecps"
+
+// StartSentinel starts the set and waits until the sentinels see the
+// replica and each other.
+func StartSentinel(t testing.TB) *Sentinel {
+	t.Helper()
+	need(t, "redis-server", "redis-cli")
+	st := &Sentinel{t: t}
+	st.Master = &Server{t: t, port: freePort(t), dir: t.TempDir()}
+	st.Master.Restart()
+	t.Cleanup(st.Master.Stop)
+	st.Replica = &Server{t: t, port: freePort(t), dir: t.TempDir(),
+		args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(st.Master.port)}}
+	st.Replica.Restart()
+	t.Cleanup(st.Replica.Stop)
+	for i := 0; i < 3; i++ {
+		dir := t.TempDir()
+		conf := filepath.Join(dir, "sentinel.conf")
+		body := fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 2\n"+
+			"sentinel down-after-milliseconds %[1]s 1000\n"+
+			"sentinel failover-timeout %[1]s 5000\n"+
+			"sentinel parallel-syncs %[1]s 1\n", SentinelMaster, st.Master.port)
+		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s := &Server{t: t, port: freePort(t), dir: dir, conf: conf}
+		s.Restart()
+		t.Cleanup(s.Stop)
+		st.Sentinels = append(st.Sentinels, s)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ok := true
+		for _, s := range st.Sentinels {
+			out, err := s.cli("SENTINEL", "MASTER", SentinelMaster)
+			if err != nil || !strings.Contains(out, "num-other-sentinels\n2") || !strings.Contains(out, "num-slaves\n1") {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return st
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("the sentinels did not find each other and the replica")
+	return nil
+}
+
+// Addrs are the sentinels' host:port, for redis.FailoverOptions.
+func (st *Sentinel) Addrs() []string {
+	var out []string
+	for _, s := range st.Sentinels {
+		out = append(out, s.Addr())
+	}
+	return out
+}
+
+// Client returns a Sentinel-backed client (closed when the test ends) and a
+// fresh key prefix.
+func (st *Sentinel) Client(t testing.TB) (*redis.Client, string) {
+	t.Helper()
+	rdb := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: SentinelMaster, SentinelAddrs: st.Addrs(),
+		DialTimeout: 2 * time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb, Prefix()
+}
+
+// CurrentMaster asks a sentinel for the master's address.
+func (st *Sentinel) CurrentMaster(ctx context.Context) (string, error) {
+	for _, s := range st.Sentinels {
+		out, err := s.cli("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SentinelMaster)
+		if err == nil {
+			f := strings.Fields(out)
+			if len(f) == 2 {
+				return net.JoinHostPort(f[0], f[1]), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no sentinel knows the master")
+}
+
+// cli runs redis-cli against the server and returns its output.
+func (s *Server) cli(args ...string) (string, error) {
+	out, err := exec.Command("redis-cli", append([]string{"-p", strconv.Itoa(s.port)}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func need(t testing.TB, bins ...string) {
+	t.Helper()
+	for _, b := range bins {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Fatalf("%s not found in PATH (Debian package redis-server; `make test` installs it)", b)
+		}
+	}
+}
+
+// freeClusterPort finds a port free for a node and for its cluster bus
+// (port + 10000).
+func freeClusterPort(t testing.TB) int {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		p := freePort(t)
+		if p+10000 > 65535 {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+10000)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return p
+	}
+	t.Fatal("no free port pair for a cluster node")
+	return 0
+}
