@@ -102,6 +102,18 @@ func (s *Server) pageRoutes(e *gin.Engine) {
 	e.GET("/assets/:name", s.asset)
 }
 
+// noRoute answers a path that matches no route: the login page's friendly
+// HTML 404 for what a browser can reach under /login/ (an id with an encoded
+// "/" or markup, extra segments), the JSON 404 everywhere else.
+func (s *Server) noRoute(c *gin.Context) {
+	p, m := c.Request.URL.Path, c.Request.Method
+	if (m == http.MethodGet || m == http.MethodHead) && (p == "/login" || strings.HasPrefix(p, "/login/")) {
+		s.renderError(c, pickLang(c.GetHeader("Accept-Language")), http.StatusNotFound, "LoginNotFoundTitle", "LoginNotFoundText")
+		return
+	}
+	s.writeError(c, errNotFound)
+}
+
 // ---- rendering ----
 
 // pageData is what every template gets.

@@ -260,6 +260,56 @@ func TestLoginPageUnknownIs404HTML(t *testing.T) {
 	do(t, w.url(), "POST", "/login/x", nil, nil).wantError(t, http.StatusMethodNotAllowed, "method_not_allowed")
 }
 
+// Every path under /login/ that a browser can reach answers the HTML pages:
+// an id holding an encoded "/" or markup, or extra segments, is the friendly
+// 404 page, with the pages' headers, never the JSON 404 nor one of the page's
+// JSON routes (an encoded "/" is part of the id, not a separator).
+func TestLoginPathsAreHTML(t *testing.T) {
+	w := newWebEnv(t, webOptions{})
+	_, loginID := w.qrLogin("")
+	for _, path := range []string{
+		"/login/%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+		"/login/%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E",
+		"/login/a%2Fb",
+		"/login/a/b/c",
+		"/login/a%2Fstate",
+		"/login/" + loginID + "%2Fqr.png",
+		"/login/" + loginID + "/state/x",
+		"/login/" + loginID + "/",
+		"/login/",
+		"/login",
+		"/login//",
+		"/login/%2F",
+		"/login/..%2F..%2Fdesk",
+	} {
+		for _, lang := range []string{"", "en"} {
+			r := page(t, w.url(), path, lang)
+			if r.Status != http.StatusNotFound {
+				t.Errorf("%s: status %d, want 404; body %.200s", path, r.Status, r.Body)
+				continue
+			}
+			wantHTMLHeaders(t, r)
+			body := string(r.Body)
+			want := "Demande de connexion introuvable"
+			if lang == "en" {
+				want = "Sign-in request not found"
+			}
+			if !strings.Contains(body, want) || strings.Contains(body, "<script>alert") || strings.Contains(body, "onerror=") {
+				t.Errorf("%s: 404 page %s", path, body)
+			}
+		}
+	}
+	// HEAD too; other methods and the script's JSON routes keep their JSON answers.
+	if r := do(t, w.url(), "HEAD", "/login/a/b/c", nil, nil); r.Status != http.StatusNotFound || !strings.HasPrefix(r.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("HEAD: %d %v", r.Status, r.Header)
+	}
+	do(t, w.url(), "POST", "/login/a/b/c", nil, nil).wantError(t, http.StatusNotFound, "not_found")
+	do(t, w.url(), "GET", "/login/AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA/state", nil, nil).wantError(t, http.StatusNotFound, "not_found")
+	do(t, w.url(), "GET", "/loginx", nil, nil).wantError(t, http.StatusNotFound, "not_found")
+	// The real page still answers.
+	page(t, w.url(), "/login/"+loginID, "").wantStatus(t, http.StatusOK)
+}
+
 func TestLoginPageRotationOption(t *testing.T) {
 	w := newWebEnv(t, webOptions{qrRotation: 1500 * time.Millisecond})
 	_, loginID := w.qrLogin("")

@@ -126,11 +126,16 @@ func New(opts Options) (*Server, error) {
 	e.HandleMethodNotAllowed = true
 	e.RedirectTrailingSlash = false
 	e.RedirectFixedPath = false
+	// Route on the path as sent: an encoded "/" (%2F) is part of an id, not a
+	// separator, so /login/a%2Fstate is a (bad) login_id for the page, not
+	// the JSON /state route of login "a". Parameters are then unescaped.
+	e.UseRawPath = true
+	e.UnescapePathValues = true
 	if err := e.SetTrustedProxies(opts.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("trusted proxies: %w", err)
 	}
 	e.Use(s.requestContext, s.recovery, s.bodyCap)
-	e.NoRoute(func(c *gin.Context) { s.writeError(c, errNotFound) })
+	e.NoRoute(s.noRoute)
 	e.NoMethod(func(c *gin.Context) { s.writeError(c, errMethodNotAllowed) })
 	s.engine = e
 	s.routes(opts)
