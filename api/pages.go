@@ -28,18 +28,13 @@ import (
 //go:embed web
 var webFiles embed.FS
 
-// defaultQRRotation is how often the login page fetches a new QR code: before
-// the default 30 s token life ends, so that a scan never meets a dead code.
-const defaultQRRotation = 25 * time.Second
-
 // webUI holds what the pages need: parsed templates, assets, desk sessions.
 type webUI struct {
-	pages      map[string]*template.Template
-	assets     map[string]webAsset
-	version    string // of the assets, appended to their URLs as ?v=
-	dev        bool
-	sessions   *deskSessions // nil: no Redis, no desk sign-in
-	qrRotation time.Duration
+	pages    map[string]*template.Template
+	assets   map[string]webAsset
+	version  string // of the assets, appended to their URLs as ?v=
+	dev      bool
+	sessions *deskSessions // nil: no Redis, no desk sign-in
 }
 
 type webAsset struct {
@@ -59,11 +54,7 @@ var pageNames = []string{"login", "result", "error", "signin", "desk"}
 // newWebUI parses the embedded templates and reads the assets. They are part
 // of the binary: a parse error is a programming error (and a test failure).
 func newWebUI(opts Options) *webUI {
-	w := &webUI{pages: map[string]*template.Template{}, assets: map[string]webAsset{}, dev: opts.Dev,
-		qrRotation: opts.QRRotation}
-	if w.qrRotation <= 0 {
-		w.qrRotation = defaultQRRotation
-	}
+	w := &webUI{pages: map[string]*template.Template{}, assets: map[string]webAsset{}, dev: opts.Dev}
 	if opts.Redis != nil {
 		w.sessions = &deskSessions{rdb: opts.Redis, prefix: opts.KeyPrefix}
 	}
@@ -202,15 +193,19 @@ func (s *Server) pageError(c *gin.Context, lang string, err error) {
 
 // loginView is the login page's data.
 type loginView struct {
-	ID            string
-	ClientName    string
-	Number        string
-	Status        string // pending | claimed
-	RedirectURI   string
-	RotateMS      int64
-	RotateSeconds int64
-	ExpiresInMS   int64
-	Remaining     string // m:ss, for the first paint and without JavaScript
+	ID          string
+	ClientName  string
+	Number      string
+	Status      string // pending | claimed
+	RedirectURI string
+	// QRExpiresAt is the current QR token's end as /state gives it
+	// (qr_expires_at): the script fetches qr.png again when /state's changes.
+	QRExpiresAt string
+	// RefreshSeconds: without JavaScript the page reloads when the next
+	// token becomes the current one (or, with none, when the login expires).
+	RefreshSeconds int64
+	ExpiresInMS    int64
+	Remaining      string // m:ss, for the first paint and without JavaScript
 }
 
 // resultView is the page of an ended login (410).
@@ -247,16 +242,25 @@ func (s *Server) loginPage(c *gin.Context) {
 		s.render(c, http.StatusGone, cspLogin, "result", lang, v.Heading, v)
 		return
 	}
-	left := time.Until(st.ExpiresAt)
-	if left < 0 {
-		left = 0
-	}
+	now := s.challenges.Now()
+	left := max(st.ExpiresAt.Sub(now), 0)
 	v := loginView{ID: id, ClientName: st.ClientName, Number: st.VerificationNumber, Status: st.Status,
-		RedirectURI: st.RedirectURI, RotateMS: s.web.qrRotation.Milliseconds(),
-		RotateSeconds: int64((s.web.qrRotation + time.Second - 1) / time.Second),
-		ExpiresInMS:   left.Milliseconds(), Remaining: minSec(left)}
+		RedirectURI: st.RedirectURI, ExpiresInMS: left.Milliseconds(), Remaining: minSec(left),
+		RefreshSeconds: ceilSeconds(min(left, claimedRefresh))}
+	if st.QRExpiresAt != nil {
+		v.QRExpiresAt = st.QRExpiresAt.Format(time.RFC3339Nano)
+		v.RefreshSeconds = ceilSeconds(st.NextQRAt.Sub(now))
+	}
 	s.render(c, http.StatusOK, cspLogin, "login", lang, m["LoginTitle"], v)
 }
+
+// claimedRefresh is how often a claimed login's page reloads without
+// JavaScript, to show the decision soon.
+const claimedRefresh = 10 * time.Second
+
+// ceilSeconds is d in whole seconds, rounded up, at least 1: a page reloaded
+// after it is past d.
+func ceilSeconds(d time.Duration) int64 { return max(int64((d+time.Second-1)/time.Second), 1) }
 
 // resultURL is where a login page goes when the login ends.
 func resultURL(redirectURI, loginID, status string) string {

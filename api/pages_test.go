@@ -48,7 +48,7 @@ func newWebEnv(t testing.TB, wo webOptions) *webEnv {
 	t.Helper()
 	rdb, prefix := redisClient(t)
 	e := newEnvWith(t, rdb, prefix, 0, func(_ *enrollment.Options, o *challenge.Options) {
-		o.QRTokenTTL = wo.qrTTL
+		o.QRTokenTTL, o.QRRotation = wo.qrTTL, wo.qrRotation
 	})
 	// Follow real time.
 	stop := make(chan struct{})
@@ -105,7 +105,6 @@ func newWebEnv(t testing.TB, wo webOptions) *webEnv {
 		Dev:        wo.dev,
 		Redis:      rdb,
 		KeyPrefix:  prefix,
-		QRRotation: wo.qrRotation,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -189,8 +188,7 @@ func TestLoginPage(t *testing.T) {
 		`id="number" aria-describedby="number-label number-hint">` + c.VerificationNumber + `</p>`,
 		`<img class="qr" id="qr" src="/login/` + loginID + `/qr.png?n=0"`,
 		`alt="QR code de connexion`,
-		`<noscript><meta http-equiv="refresh" content="25"></noscript>`,
-		`data-rotate-ms="25000"`,
+		`data-qr-expires-at="20`,
 		`data-redirect-uri="https://idp.test/cb"`,
 		`<script src="/assets/login.js?v=`,
 	} {
@@ -310,12 +308,31 @@ func TestLoginPathsAreHTML(t *testing.T) {
 	page(t, w.url(), "/login/"+loginID, "").wantStatus(t, http.StatusOK)
 }
 
-func TestLoginPageRotationOption(t *testing.T) {
+// Without JavaScript the page reloads when the next QR token becomes the
+// current one, or every 10 s once claimed; with it, the script knows the
+// current token's end (the qr_expires_at of /state).
+func TestLoginPageRefresh(t *testing.T) {
 	w := newWebEnv(t, webOptions{qrRotation: 1500 * time.Millisecond})
 	_, loginID := w.qrLogin("")
 	body := string(page(t, w.url(), "/login/"+loginID, "").Body)
-	if !strings.Contains(body, `data-rotate-ms="1500"`) || !strings.Contains(body, `content="2"`) {
-		t.Errorf("rotation not applied: %s", body)
+	st := w.qrLoginState(loginID)
+	if !strings.Contains(body, `<noscript><meta http-equiv="refresh" content="2"></noscript>`) ||
+		!strings.Contains(body, `data-qr-expires-at="`+st["qr_expires_at"].(string)+`"`) {
+		t.Errorf("refresh not at the rotation (state %v): %s", st, body)
+	}
+	w.qrToken(loginID)
+	w2 := newWebEnv(t, webOptions{})
+	_, loginID = w2.qrLogin("")
+	body = string(page(t, w2.url(), "/login/"+loginID, "").Body)
+	if !strings.Contains(body, `content="25"`) {
+		t.Errorf("refresh not at 25 s: %s", body)
+	}
+	p := w2.newDevice(subjectA)
+	w2.call(w2.url(), p, "POST", "/api/v1/device/challenges/claim", jsonBody(t, map[string]string{"qr_token": w2.qrToken(loginID)})).
+		wantStatus(t, http.StatusOK)
+	body = string(page(t, w2.url(), "/login/"+loginID, "").Body)
+	if !strings.Contains(body, `content="10"`) || !strings.Contains(body, `data-qr-expires-at=""`) {
+		t.Errorf("claimed page: %s", body)
 	}
 }
 

@@ -83,9 +83,6 @@ type Options struct {
 	// Redis and KeyPrefix hold the desk sessions (nil Redis: no desk sign-in).
 	Redis     redis.UniversalClient
 	KeyPrefix string
-	// QRRotation is how often the login page fetches a new QR code
-	// (default 25 s; tests shorten it).
-	QRRotation time.Duration
 }
 
 // Server holds the routes.
