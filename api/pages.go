@@ -23,6 +23,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/ecps-sante/ecps/challenge"
+	"github.com/ecps-sante/ecps/ratelimit"
 )
 
 //go:embed web
@@ -35,6 +36,8 @@ type webUI struct {
 	version  string // of the assets, appended to their URLs as ?v=
 	dev      bool
 	sessions *deskSessions // nil: no Redis, no desk sign-in
+	// signins limits failed desk sign-ins per client address (with sessions).
+	signins *ratelimit.Failures
 }
 
 type webAsset struct {
@@ -57,6 +60,8 @@ func newWebUI(opts Options) *webUI {
 	w := &webUI{pages: map[string]*template.Template{}, assets: map[string]webAsset{}, dev: opts.Dev}
 	if opts.Redis != nil {
 		w.sessions = &deskSessions{rdb: opts.Redis, prefix: opts.KeyPrefix}
+		w.signins = ratelimit.NewFailures(opts.Redis, opts.KeyPrefix, "desk-signin",
+			ratelimit.FailuresOptions{Limit: opts.DeskSignInFailures, Window: opts.DeskSignInWindow})
 	}
 	for _, name := range pageNames {
 		w.pages[name] = template.Must(template.New(name).Option("missingkey=error").

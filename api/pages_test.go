@@ -42,6 +42,7 @@ type webOptions struct {
 	dev        bool
 	qrRotation time.Duration // 0: the default 25 s
 	qrTTL      time.Duration // 0: the default 30 s
+	proxies    []string      // trusted proxies (X-Forwarded-For)
 }
 
 func newWebEnv(t testing.TB, wo webOptions) *webEnv {
@@ -95,16 +96,17 @@ func newWebEnv(t testing.TB, wo webOptions) *webEnv {
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Clients: []Client{{ID: "idp", Name: "Hôpital Nord <DPI>", SecretSHA256: sum(testClientSecret),
 			Scopes: []string{"authentication"}, RedirectURIs: []string{"https://idp.test/cb", w.idpSite.URL + "/cb"}}},
-		Operators:  []Operator{{Name: "desk-1", KeySHA256: sum(testOperatorKey)}, {Name: "desk-2", KeySHA256: sum(testOperatorKeyTwo)}},
-		Registry:   reg,
-		Metrics:    metrics,
-		Enrollment: enrol,
-		Challenges: challenge.New(rdb, log, e.pushes, enrol, hub, e.chOpts),
-		Audit:      log,
-		Ready:      func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-		Dev:        wo.dev,
-		Redis:      rdb,
-		KeyPrefix:  prefix,
+		Operators:      []Operator{{Name: "desk-1", KeySHA256: sum(testOperatorKey)}, {Name: "desk-2", KeySHA256: sum(testOperatorKeyTwo)}},
+		Registry:       reg,
+		Metrics:        metrics,
+		Enrollment:     enrol,
+		Challenges:     challenge.New(rdb, log, e.pushes, enrol, hub, e.chOpts),
+		Audit:          log,
+		Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		Dev:            wo.dev,
+		TrustedProxies: wo.proxies,
+		Redis:          rdb,
+		KeyPrefix:      prefix,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -480,7 +482,7 @@ func TestDeskSignIn(t *testing.T) {
 			if ttl < 14*time.Minute || ttl > 15*time.Minute {
 				t.Fatalf("session TTL %v", ttl)
 			}
-			keys := w.rdb.Keys(context.Background(), w.prefix+"*desk*").Val()
+			keys := w.rdb.Keys(context.Background(), w.prefix+"{desk:*").Val()
 			if len(keys) != 1 || strings.Contains(keys[0], ck.Value) {
 				t.Fatalf("session keys %v", keys)
 			}

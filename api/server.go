@@ -83,6 +83,11 @@ type Options struct {
 	// Redis and KeyPrefix hold the desk sessions (nil Redis: no desk sign-in).
 	Redis     redis.UniversalClient
 	KeyPrefix string
+	// DeskSignInFailures failed desk sign-ins per client address within
+	// DeskSignInWindow, then its sign-ins are refused (429) until the oldest
+	// leaves the window (defaults 10 and 1 minute; limits.desk_signin_*).
+	DeskSignInFailures int
+	DeskSignInWindow   time.Duration
 }
 
 // Server holds the routes.

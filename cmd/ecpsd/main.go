@@ -162,6 +162,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		Redis:          rdb,          // desk sessions
 		KeyPrefix:      cfg.File.Redis.KeyPrefix,
 		PushStatus:     pushStatus,
+		// Failed desk sign-ins per client address and window.
+		DeskSignInFailures: cfg.File.Limits.DeskSignInFailures,
+		DeskSignInWindow:   cfg.DeskSignInWindow,
 	}
 	for _, c := range cfg.Clients {
 		opts.Clients = append(opts.Clients, api.Client{ID: c.ID, Name: c.Name, SecretSHA256: c.SecretSHA256,
