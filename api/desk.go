@@ -7,6 +7,10 @@ package api
 //
 // Sessions live in Redis, one key per session (docs/redis.md), found from the
 // SHA-256 of the cookie's value: a copy of Redis gives no usable cookie.
+//
+// Failed sign-ins are limited per client address (ratelimit.Failures, 10 a
+// minute by default): over the limit, every sign-in from there is refused
+// with 429, the right key too, until the oldest failure leaves the window.
 
 import (
 	"context"
@@ -16,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +28,8 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ecps-sante/ecps/audit"
+	"github.com/ecps-sante/ecps/challenge"
 	"github.com/ecps-sante/ecps/token"
 )
 
@@ -226,6 +233,7 @@ func (s *Server) operatorBySession(c *gin.Context) {
 // signinView is the sign-in page's data.
 type signinView struct {
 	Error string // a message key, or ""
+	Wait  string // after a refusal over the failure limit: when to try again
 }
 
 // deskView is the desk page's data.
@@ -269,11 +277,28 @@ func (s *Server) deskSignIn(c *gin.Context) {
 		return
 	}
 	op := s.operatorForKey(strings.TrimSpace(c.PostForm("key")))
+	addr := signinAddress(c.ClientIP())
+	// The failure limit is asked whatever the key: over it, a right key is
+	// refused as a wrong one is, so that guessing learns nothing.
+	v, err := s.web.signins.Attempt(c.Request.Context(), addr, op == nil)
+	if err != nil {
+		s.pageError(c, lang, err)
+		return
+	}
+	if v.Refused {
+		s.signinRefused(c, lang, addr, v.RetryAfter)
+		return
+	}
 	if op == nil {
+		s.metrics.deskSignIns.WithLabelValues("wrong_key").Inc()
 		s.log.Info("desk: sign-in refused", "request_id", requestID(c))
+		if v.Reached {
+			s.signinLimitReached(c, addr, v.RetryAfter)
+		}
 		s.render(c, http.StatusUnauthorized, cspDesk, "signin", lang, m["SignInTitle"], signinView{Error: "WrongKey"})
 		return
 	}
+	s.metrics.deskSignIns.WithLabelValues("ok").Inc()
 	sess, err := s.web.sessions.create(c.Request.Context(), op)
 	if err != nil {
 		s.pageError(c, lang, err)
@@ -286,6 +311,61 @@ func (s *Server) deskSignIn(c *gin.Context) {
 	s.web.setCookie(c, sess.Token, 0)
 	c.Header("Cache-Control", "no-store")
 	c.Redirect(http.StatusSeeOther, "/desk")
+}
+
+// signinRefused answers a sign-in over the failure limit: 429 with
+// Retry-After, as the sign-in form with a message saying when to try again,
+// or as the contract's JSON error to a client that asks for JSON only.
+func (s *Server) signinRefused(c *gin.Context, lang, addr string, retry time.Duration) {
+	s.metrics.deskSignIns.WithLabelValues("refused").Inc()
+	s.metrics.limitHits.WithLabelValues("desk_signin").Inc()
+	s.log.Info("desk: sign-in over the failure limit", "request_id", requestID(c), "client_address", addr)
+	secs := int64((retry + time.Second - 1) / time.Second)
+	if wantsJSONOnly(c.GetHeader("Accept")) {
+		e := newError(http.StatusTooManyRequests, "too_many_requests", "too many failed desk sign-ins from this address")
+		e.RetryAfter = retry
+		s.writeError(c, e)
+		return
+	}
+	m := catalogue[lang]
+	c.Header("Retry-After", strconv.FormatInt(secs, 10))
+	s.render(c, http.StatusTooManyRequests, cspDesk, "signin", lang, m["SignInTitle"],
+		signinView{Error: "TooManySignIns", Wait: fmt.Sprintf(m["SignInWait"], secs)})
+}
+
+// signinLimitReached audits the failure that reached the desk sign-in limit
+// of an address (once per window and address: an attack cannot flood the
+// audit trail). Never the key, right or wrong.
+func (s *Server) signinLimitReached(c *gin.Context, addr string, retry time.Duration) {
+	limit, window := s.web.signins.Limit(), s.web.signins.Window()
+	s.log.Warn("desk: sign-in failure limit reached", "request_id", requestID(c), "client_address", addr,
+		"failures", limit, "window", window.String())
+	s.audit.CopyGlobalLater(c.Request.Context(), audit.Entry{Time: time.Now().UTC().Truncate(time.Second),
+		Event: challenge.EventLimitHit, Actor: audit.System,
+		Details: map[string]any{"limit": "desk_signin", "route": "POST /desk/session", "client_address": addr,
+			"failures": limit, "window_s": int64(window / time.Second), "retry_after_s": int64((retry + time.Second - 1) / time.Second)}})
+}
+
+// signinAddress is what desk sign-ins are limited by: the client's IPv4
+// address, or the /64 network of an IPv6 one (what one subscriber gets).
+// The client is who gin's trusted proxies say (trusted_proxies), else the
+// peer.
+func signinAddress(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return "unknown"
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
+}
+
+// wantsJSONOnly reports whether an Accept header asks for JSON and not HTML.
+func wantsJSONOnly(accept string) bool {
+	return strings.Contains(accept, "application/json") && !strings.Contains(accept, "text/html")
 }
 
 // deskSignOut serves POST /desk/signout (form field csrf_token): the session

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -14,15 +15,22 @@ import (
 	"github.com/ecps-sante/ecps/idnat"
 )
 
-// decodeJSON reads the (already capped) body into v: one JSON object, no
-// trailing data. Unknown fields are ignored, for forward compatibility.
+// decodeJSON reads the (already capped) body into v: one JSON object, with
+// nothing after it but white space. It is the one place where request bodies
+// are decoded. Unknown fields are ignored, for forward compatibility.
 func decodeJSON(c *gin.Context, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(requestBody(c)))
+	body := requestBody(c)
+	if b := bytes.TrimLeft(body, " \t\r\n"); len(b) == 0 || b[0] != '{' {
+		// null, a list, a string: not the object every route takes.
+		return invalidRequest("body must be a JSON object of the documented shape")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {
 		return invalidRequest("body must be a JSON object of the documented shape")
 	}
-	if dec.More() {
-		return invalidRequest("trailing data after the JSON body")
+	// dec.More is not enough: it is false before a stray "}" or "]".
+	if _, err := dec.Token(); err != io.EOF {
+		return invalidRequest("trailing data after the JSON body: send one JSON object")
 	}
 	return nil
 }

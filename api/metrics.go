@@ -23,6 +23,7 @@ type Metrics struct {
 	proofRejections *prometheus.CounterVec
 	authentications *prometheus.CounterVec
 	limitHits       *prometheus.CounterVec
+	deskSignIns     *prometheus.CounterVec
 }
 
 // NewMetrics registers the service's metrics on reg.
@@ -54,10 +55,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.limitHits = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ecps_limit_hits_total", Help: "Requests refused by an abuse limit, by limit.",
 	}, []string{"limit"})
+	m.deskSignIns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ecps_desk_signins_total", Help: "Desk sign-ins (POST /desk/session) by result: ok, wrong_key, refused (over the failure limit).",
+	}, []string{"result"})
 	reg.MustRegister(m.requests, m.latency, m.redisErrors, m.enrolments, m.activations, m.proofRejections,
-		m.authentications, m.limitHits)
-	for _, l := range []string{"blocked", "pending_per_subject", "pushes_per_subject", "client_rps"} {
+		m.authentications, m.limitHits, m.deskSignIns)
+	for _, l := range []string{"blocked", "pending_per_subject", "pushes_per_subject", "client_rps", "desk_signin"} {
 		m.limitHits.WithLabelValues(l)
+	}
+	for _, r := range []string{"ok", "wrong_key", "refused"} {
+		m.deskSignIns.WithLabelValues(r)
 	}
 	for _, r := range deviceproof.Reasons {
 		m.proofRejections.WithLabelValues(string(r))

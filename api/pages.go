@@ -23,23 +23,21 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/ecps-sante/ecps/challenge"
+	"github.com/ecps-sante/ecps/ratelimit"
 )
 
 //go:embed web
 var webFiles embed.FS
 
-// defaultQRRotation is how often the login page fetches a new QR code: before
-// the default 30 s token life ends, so that a scan never meets a dead code.
-const defaultQRRotation = 25 * time.Second
-
 // webUI holds what the pages need: parsed templates, assets, desk sessions.
 type webUI struct {
-	pages      map[string]*template.Template
-	assets     map[string]webAsset
-	version    string // of the assets, appended to their URLs as ?v=
-	dev        bool
-	sessions   *deskSessions // nil: no Redis, no desk sign-in
-	qrRotation time.Duration
+	pages    map[string]*template.Template
+	assets   map[string]webAsset
+	version  string // of the assets, appended to their URLs as ?v=
+	dev      bool
+	sessions *deskSessions // nil: no Redis, no desk sign-in
+	// signins limits failed desk sign-ins per client address (with sessions).
+	signins *ratelimit.Failures
 }
 
 type webAsset struct {
@@ -59,13 +57,11 @@ var pageNames = []string{"login", "result", "error", "signin", "desk"}
 // newWebUI parses the embedded templates and reads the assets. They are part
 // of the binary: a parse error is a programming error (and a test failure).
 func newWebUI(opts Options) *webUI {
-	w := &webUI{pages: map[string]*template.Template{}, assets: map[string]webAsset{}, dev: opts.Dev,
-		qrRotation: opts.QRRotation}
-	if w.qrRotation <= 0 {
-		w.qrRotation = defaultQRRotation
-	}
+	w := &webUI{pages: map[string]*template.Template{}, assets: map[string]webAsset{}, dev: opts.Dev}
 	if opts.Redis != nil {
 		w.sessions = &deskSessions{rdb: opts.Redis, prefix: opts.KeyPrefix}
+		w.signins = ratelimit.NewFailures(opts.Redis, opts.KeyPrefix, "desk-signin",
+			ratelimit.FailuresOptions{Limit: opts.DeskSignInFailures, Window: opts.DeskSignInWindow})
 	}
 	for _, name := range pageNames {
 		w.pages[name] = template.Must(template.New(name).Option("missingkey=error").
@@ -100,6 +96,18 @@ func (s *Server) pageRoutes(e *gin.Engine) {
 	e.POST("/desk/session", s.deskSignIn)
 	e.POST("/desk/signout", s.deskSignOut)
 	e.GET("/assets/:name", s.asset)
+}
+
+// noRoute answers a path that matches no route: the login page's friendly
+// HTML 404 for what a browser can reach under /login/ (an id with an encoded
+// "/" or markup, extra segments), the JSON 404 everywhere else.
+func (s *Server) noRoute(c *gin.Context) {
+	p, m := c.Request.URL.Path, c.Request.Method
+	if (m == http.MethodGet || m == http.MethodHead) && (p == "/login" || strings.HasPrefix(p, "/login/")) {
+		s.renderError(c, pickLang(c.GetHeader("Accept-Language")), http.StatusNotFound, "LoginNotFoundTitle", "LoginNotFoundText")
+		return
+	}
+	s.writeError(c, errNotFound)
 }
 
 // ---- rendering ----
@@ -190,15 +198,19 @@ func (s *Server) pageError(c *gin.Context, lang string, err error) {
 
 // loginView is the login page's data.
 type loginView struct {
-	ID            string
-	ClientName    string
-	Number        string
-	Status        string // pending | claimed
-	RedirectURI   string
-	RotateMS      int64
-	RotateSeconds int64
-	ExpiresInMS   int64
-	Remaining     string // m:ss, for the first paint and without JavaScript
+	ID          string
+	ClientName  string
+	Number      string
+	Status      string // pending | claimed
+	RedirectURI string
+	// QRExpiresAt is the current QR token's end as /state gives it
+	// (qr_expires_at): the script fetches qr.png again when /state's changes.
+	QRExpiresAt string
+	// RefreshSeconds: without JavaScript the page reloads when the next
+	// token becomes the current one (or, with none, when the login expires).
+	RefreshSeconds int64
+	ExpiresInMS    int64
+	Remaining      string // m:ss, for the first paint and without JavaScript
 }
 
 // resultView is the page of an ended login (410).
@@ -235,16 +247,25 @@ func (s *Server) loginPage(c *gin.Context) {
 		s.render(c, http.StatusGone, cspLogin, "result", lang, v.Heading, v)
 		return
 	}
-	left := time.Until(st.ExpiresAt)
-	if left < 0 {
-		left = 0
-	}
+	now := s.challenges.Now()
+	left := max(st.ExpiresAt.Sub(now), 0)
 	v := loginView{ID: id, ClientName: st.ClientName, Number: st.VerificationNumber, Status: st.Status,
-		RedirectURI: st.RedirectURI, RotateMS: s.web.qrRotation.Milliseconds(),
-		RotateSeconds: int64((s.web.qrRotation + time.Second - 1) / time.Second),
-		ExpiresInMS:   left.Milliseconds(), Remaining: minSec(left)}
+		RedirectURI: st.RedirectURI, ExpiresInMS: left.Milliseconds(), Remaining: minSec(left),
+		RefreshSeconds: ceilSeconds(min(left, claimedRefresh))}
+	if st.QRExpiresAt != nil {
+		v.QRExpiresAt = st.QRExpiresAt.Format(time.RFC3339Nano)
+		v.RefreshSeconds = ceilSeconds(st.NextQRAt.Sub(now))
+	}
 	s.render(c, http.StatusOK, cspLogin, "login", lang, m["LoginTitle"], v)
 }
+
+// claimedRefresh is how often a claimed login's page reloads without
+// JavaScript, to show the decision soon.
+const claimedRefresh = 10 * time.Second
+
+// ceilSeconds is d in whole seconds, rounded up, at least 1: a page reloaded
+// after it is past d.
+func ceilSeconds(d time.Duration) int64 { return max(int64((d+time.Second-1)/time.Second), 1) }
 
 // resultURL is where a login page goes when the login ends.
 func resultURL(redirectURI, loginID, status string) string {

@@ -60,6 +60,8 @@ var catalogue = map[string]map[string]string{
 		"SignIn":         "Se connecter",
 		"WrongKey":       "Clé incorrecte.",
 		"SessionExpired": "Votre session a expiré. Reconnectez-vous.",
+		"TooManySignIns": "Trop de tentatives de connexion échouées depuis votre adresse réseau : par sécurité, la connexion est suspendue un moment, même avec la bonne clé.",
+		"SignInWait":     "Réessayez dans %d s.",
 		"SignedInAs":     "Connecté en tant que",
 		"SignOut":        "Se déconnecter",
 
@@ -199,6 +201,8 @@ var catalogue = map[string]map[string]string{
 		"SignIn":         "Sign in",
 		"WrongKey":       "Wrong key.",
 		"SessionExpired": "Your session expired. Please sign in again.",
+		"TooManySignIns": "Too many failed sign-ins from your network address: for security, signing in is paused for a while, even with the right key.",
+		"SignInWait":     "Try again in %d s.",
 		"SignedInAs":     "Signed in as",
 		"SignOut":        "Sign out",
 

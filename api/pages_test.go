@@ -42,13 +42,14 @@ type webOptions struct {
 	dev        bool
 	qrRotation time.Duration // 0: the default 25 s
 	qrTTL      time.Duration // 0: the default 30 s
+	proxies    []string      // trusted proxies (X-Forwarded-For)
 }
 
 func newWebEnv(t testing.TB, wo webOptions) *webEnv {
 	t.Helper()
 	rdb, prefix := redisClient(t)
 	e := newEnvWith(t, rdb, prefix, 0, func(_ *enrollment.Options, o *challenge.Options) {
-		o.QRTokenTTL = wo.qrTTL
+		o.QRTokenTTL, o.QRRotation = wo.qrTTL, wo.qrRotation
 	})
 	// Follow real time.
 	stop := make(chan struct{})
@@ -95,17 +96,17 @@ func newWebEnv(t testing.TB, wo webOptions) *webEnv {
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Clients: []Client{{ID: "idp", Name: "Hôpital Nord <DPI>", SecretSHA256: sum(testClientSecret),
 			Scopes: []string{"authentication"}, RedirectURIs: []string{"https://idp.test/cb", w.idpSite.URL + "/cb"}}},
-		Operators:  []Operator{{Name: "desk-1", KeySHA256: sum(testOperatorKey)}, {Name: "desk-2", KeySHA256: sum(testOperatorKeyTwo)}},
-		Registry:   reg,
-		Metrics:    metrics,
-		Enrollment: enrol,
-		Challenges: challenge.New(rdb, log, e.pushes, enrol, hub, e.chOpts),
-		Audit:      log,
-		Ready:      func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-		Dev:        wo.dev,
-		Redis:      rdb,
-		KeyPrefix:  prefix,
-		QRRotation: wo.qrRotation,
+		Operators:      []Operator{{Name: "desk-1", KeySHA256: sum(testOperatorKey)}, {Name: "desk-2", KeySHA256: sum(testOperatorKeyTwo)}},
+		Registry:       reg,
+		Metrics:        metrics,
+		Enrollment:     enrol,
+		Challenges:     challenge.New(rdb, log, e.pushes, enrol, hub, e.chOpts),
+		Audit:          log,
+		Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		Dev:            wo.dev,
+		TrustedProxies: wo.proxies,
+		Redis:          rdb,
+		KeyPrefix:      prefix,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -189,8 +190,7 @@ func TestLoginPage(t *testing.T) {
 		`id="number" aria-describedby="number-label number-hint">` + c.VerificationNumber + `</p>`,
 		`<img class="qr" id="qr" src="/login/` + loginID + `/qr.png?n=0"`,
 		`alt="QR code de connexion`,
-		`<noscript><meta http-equiv="refresh" content="25"></noscript>`,
-		`data-rotate-ms="25000"`,
+		`data-qr-expires-at="20`,
 		`data-redirect-uri="https://idp.test/cb"`,
 		`<script src="/assets/login.js?v=`,
 	} {
@@ -260,12 +260,81 @@ func TestLoginPageUnknownIs404HTML(t *testing.T) {
 	do(t, w.url(), "POST", "/login/x", nil, nil).wantError(t, http.StatusMethodNotAllowed, "method_not_allowed")
 }
 
-func TestLoginPageRotationOption(t *testing.T) {
+// Every path under /login/ that a browser can reach answers the HTML pages:
+// an id holding an encoded "/" or markup, or extra segments, is the friendly
+// 404 page, with the pages' headers, never the JSON 404 nor one of the page's
+// JSON routes (an encoded "/" is part of the id, not a separator).
+func TestLoginPathsAreHTML(t *testing.T) {
+	w := newWebEnv(t, webOptions{})
+	_, loginID := w.qrLogin("")
+	for _, path := range []string{
+		"/login/%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+		"/login/%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E",
+		"/login/a%2Fb",
+		"/login/a/b/c",
+		"/login/a%2Fstate",
+		"/login/" + loginID + "%2Fqr.png",
+		"/login/" + loginID + "/state/x",
+		"/login/" + loginID + "/",
+		"/login/",
+		"/login",
+		"/login//",
+		"/login/%2F",
+		"/login/..%2F..%2Fdesk",
+	} {
+		for _, lang := range []string{"", "en"} {
+			r := page(t, w.url(), path, lang)
+			if r.Status != http.StatusNotFound {
+				t.Errorf("%s: status %d, want 404; body %.200s", path, r.Status, r.Body)
+				continue
+			}
+			wantHTMLHeaders(t, r)
+			body := string(r.Body)
+			want := "Demande de connexion introuvable"
+			if lang == "en" {
+				want = "Sign-in request not found"
+			}
+			if !strings.Contains(body, want) || strings.Contains(body, "<script>alert") || strings.Contains(body, "onerror=") {
+				t.Errorf("%s: 404 page %s", path, body)
+			}
+		}
+	}
+	// HEAD too; other methods and the script's JSON routes keep their JSON answers.
+	if r := do(t, w.url(), "HEAD", "/login/a/b/c", nil, nil); r.Status != http.StatusNotFound || !strings.HasPrefix(r.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("HEAD: %d %v", r.Status, r.Header)
+	}
+	do(t, w.url(), "POST", "/login/a/b/c", nil, nil).wantError(t, http.StatusNotFound, "not_found")
+	do(t, w.url(), "GET", "/login/AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA/state", nil, nil).wantError(t, http.StatusNotFound, "not_found")
+	do(t, w.url(), "GET", "/loginx", nil, nil).wantError(t, http.StatusNotFound, "not_found")
+	// The real page still answers.
+	page(t, w.url(), "/login/"+loginID, "").wantStatus(t, http.StatusOK)
+}
+
+// Without JavaScript the page reloads when the next QR token becomes the
+// current one, or every 10 s once claimed; with it, the script knows the
+// current token's end (the qr_expires_at of /state).
+func TestLoginPageRefresh(t *testing.T) {
 	w := newWebEnv(t, webOptions{qrRotation: 1500 * time.Millisecond})
 	_, loginID := w.qrLogin("")
 	body := string(page(t, w.url(), "/login/"+loginID, "").Body)
-	if !strings.Contains(body, `data-rotate-ms="1500"`) || !strings.Contains(body, `content="2"`) {
-		t.Errorf("rotation not applied: %s", body)
+	st := w.qrLoginState(loginID)
+	if !strings.Contains(body, `<noscript><meta http-equiv="refresh" content="2"></noscript>`) ||
+		!strings.Contains(body, `data-qr-expires-at="`+st["qr_expires_at"].(string)+`"`) {
+		t.Errorf("refresh not at the rotation (state %v): %s", st, body)
+	}
+	w.qrToken(loginID)
+	w2 := newWebEnv(t, webOptions{})
+	_, loginID = w2.qrLogin("")
+	body = string(page(t, w2.url(), "/login/"+loginID, "").Body)
+	if !strings.Contains(body, `content="25"`) {
+		t.Errorf("refresh not at 25 s: %s", body)
+	}
+	p := w2.newDevice(subjectA)
+	w2.call(w2.url(), p, "POST", "/api/v1/device/challenges/claim", jsonBody(t, map[string]string{"qr_token": w2.qrToken(loginID)})).
+		wantStatus(t, http.StatusOK)
+	body = string(page(t, w2.url(), "/login/"+loginID, "").Body)
+	if !strings.Contains(body, `content="10"`) || !strings.Contains(body, `data-qr-expires-at=""`) {
+		t.Errorf("claimed page: %s", body)
 	}
 }
 
@@ -413,7 +482,7 @@ func TestDeskSignIn(t *testing.T) {
 			if ttl < 14*time.Minute || ttl > 15*time.Minute {
 				t.Fatalf("session TTL %v", ttl)
 			}
-			keys := w.rdb.Keys(context.Background(), w.prefix+"*desk*").Val()
+			keys := w.rdb.Keys(context.Background(), w.prefix+"{desk:*").Val()
 			if len(keys) != 1 || strings.Contains(keys[0], ck.Value) {
 				t.Fatalf("session keys %v", keys)
 			}

@@ -83,9 +83,11 @@ type Options struct {
 	// Redis and KeyPrefix hold the desk sessions (nil Redis: no desk sign-in).
 	Redis     redis.UniversalClient
 	KeyPrefix string
-	// QRRotation is how often the login page fetches a new QR code
-	// (default 25 s; tests shorten it).
-	QRRotation time.Duration
+	// DeskSignInFailures failed desk sign-ins per client address within
+	// DeskSignInWindow, then its sign-ins are refused (429) until the oldest
+	// leaves the window (defaults 10 and 1 minute; limits.desk_signin_*).
+	DeskSignInFailures int
+	DeskSignInWindow   time.Duration
 	// RequestBudget bounds each request's storage time, go-redis's resends
 	// included (default DefaultRequestBudget); past it the answer is 503.
 	RequestBudget time.Duration
@@ -134,11 +136,16 @@ func New(opts Options) (*Server, error) {
 	e.HandleMethodNotAllowed = true
 	e.RedirectTrailingSlash = false
 	e.RedirectFixedPath = false
+	// Route on the path as sent: an encoded "/" (%2F) is part of an id, not a
+	// separator, so /login/a%2Fstate is a (bad) login_id for the page, not
+	// the JSON /state route of login "a". Parameters are then unescaped.
+	e.UseRawPath = true
+	e.UnescapePathValues = true
 	if err := e.SetTrustedProxies(opts.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("trusted proxies: %w", err)
 	}
 	e.Use(s.requestContext, s.recovery, s.deadline, s.bodyCap)
-	e.NoRoute(func(c *gin.Context) { s.writeError(c, errNotFound) })
+	e.NoRoute(s.noRoute)
 	e.NoMethod(func(c *gin.Context) { s.writeError(c, errMethodNotAllowed) })
 	s.engine = e
 	s.routes(opts)

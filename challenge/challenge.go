@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"math/big"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,7 +15,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/skip2/go-qrcode"
 
 	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/deviceproof"
@@ -52,6 +49,7 @@ type Options struct {
 	NumberDigits       int           // 2..6, default 2
 	PollInterval       time.Duration // default 2 s
 	QRTokenTTL         time.Duration // default 30 s
+	QRRotation         time.Duration // default 25 s, or 5/6 of a QRTokenTTL ≤ 30 s (qr.go)
 	ProofMaxSkew       time.Duration // default 60 s
 	PendingPerSubject  int           // default 3
 	PushesPerSubject   int           // default 10
@@ -79,6 +77,7 @@ func (o *Options) defaults() {
 	defInt(&o.NumberDigits, 2)
 	def(&o.PollInterval, 2*time.Second)
 	def(&o.QRTokenTTL, 30*time.Second)
+	def(&o.QRRotation, qrRotationFor(o.QRTokenTTL))
 	def(&o.ProofMaxSkew, 60*time.Second)
 	defInt(&o.PendingPerSubject, 3)
 	defInt(&o.PushesPerSubject, 10)
@@ -196,6 +195,9 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 	p := s.rdb.Pipeline()
 	p.HSet(ctx, s.keys.auth(tag), fields...)
 	p.PExpire(ctx, s.keys.auth(tag), keep)
+	if subject == "" {
+		s.addQRTokens(ctx, p, tag, loginSecret, now, expires, keep)
+	}
 	var res *redis.Cmd
 	if subject != "" {
 		limit := entry
@@ -602,82 +604,6 @@ func (s *Service) Claim(ctx context.Context, dev Device, qrToken string) (Challe
 	}
 	s.audit.CopyGlobalLater(ctx, entry)
 	return c, nil
-}
-
-// LoginState is what the QR login page reads.
-type LoginState struct {
-	Status      string     `json:"status"` // pending|claimed|approved|denied|expired|cancelled
-	QRExpiresAt *time.Time `json:"qr_expires_at,omitempty"`
-	// For the page itself, not in the JSON state.
-	ClientName         string    `json:"-"`
-	VerificationNumber string    `json:"-"`
-	RedirectURI        string    `json:"-"`
-	ExpiresAt          time.Time `json:"-"`
-}
-
-// Login returns a QR login's state, for the page. ErrLoginNotFound when unknown.
-func (s *Service) Login(ctx context.Context, loginID string) (LoginState, error) {
-	tag, secret, ok := splitID(loginID)
-	if !ok {
-		return LoginState{}, ErrLoginNotFound
-	}
-	h, err := s.rdb.HGetAll(ctx, s.keys.auth(tag)).Result()
-	if err != nil {
-		return LoginState{}, fmt.Errorf("login: %w", err)
-	}
-	if len(h) == 0 || h["kind"] != "qr" || subtle.ConstantTimeCompare([]byte(h["login_sha"]), []byte(token.SHA256Hex(secret))) != 1 {
-		return LoginState{}, ErrLoginNotFound
-	}
-	expires, _ := strconv.ParseInt(h["expires_ms"], 10, 64)
-	st := LoginState{ClientName: h["client_name"], VerificationNumber: h["number"], RedirectURI: h["redirect_uri"],
-		ExpiresAt: time.UnixMilli(expires).UTC()}
-	now := s.now().UnixMilli()
-	switch status := h["status"]; {
-	case (status == "approved" || status == "denied") && h["audited"] == "1":
-		st.Status = status
-	case status == "cancelled":
-		st.Status = "cancelled"
-	case now >= expires:
-		st.Status = "expired"
-	case status == "pending":
-		st.Status = "pending"
-		if qe, _ := strconv.ParseInt(h["qr_exp_ms"], 10, 64); qe > now {
-			t := time.UnixMilli(qe).UTC()
-			st.QRExpiresAt = &t
-		}
-	default:
-		st.Status = "claimed"
-	}
-	return st, nil
-}
-
-// LoginQR mints a new QR token for an unclaimed QR login and returns the
-// PNG of its ecps://login URI. ErrLoginNotFound, ErrLoginNoQR (claimed or ended).
-func (s *Service) LoginQR(ctx context.Context, loginID string) ([]byte, time.Time, error) {
-	tag, secret, ok := splitID(loginID)
-	if !ok {
-		return nil, time.Time{}, ErrLoginNotFound
-	}
-	qrSecret := token.New(16)
-	now := s.now()
-	vals, err := mintQRScript.Run(ctx, s.rdb, []string{s.keys.auth(tag), s.keys.qr(tag)}, token.SHA256Hex(secret), token.SHA256Hex(qrSecret),
-		now.UnixMilli(), s.opts.QRTokenTTL.Milliseconds()).StringSlice()
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("qr: %w", err)
-	}
-	switch vals[0] {
-	case "notfound":
-		return nil, time.Time{}, ErrLoginNotFound
-	case "noqr":
-		return nil, time.Time{}, ErrLoginNoQR
-	}
-	exp, _ := strconv.ParseInt(vals[1], 10, 64)
-	uri := "ecps://login?t=" + tag + qrSecret + "&h=" + url.QueryEscape(s.opts.PublicURL)
-	png, err := qrcode.Encode(uri, qrcode.Medium, 320)
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("qr: %w", err)
-	}
-	return png, time.UnixMilli(exp).UTC(), nil
 }
 
 // ---- identifiers and small helpers ----

@@ -20,9 +20,11 @@
 //
 // Identifiers: auth_req_id (the IdP's), challenge_id (the phone's), login_id
 // (the browser's) and QR tokens share a random tag that names the
-// authentication's hash tag, followed by a secret of 128 bits of their own,
-// stored as SHA-256: knowing one never gives another, and every operation
-// finds its keys without a lookup.
+// authentication's hash tag, followed by a secret of 128 bits, stored as
+// SHA-256: every operation finds its keys without a lookup. The auth_req_id's
+// and the login_id's secrets are random: knowing one never gives the other.
+// QR tokens are derived from the login_id's secret, one per 25 s slot (qr.go):
+// the page's holder can compute them, a token gives nothing back.
 //
 // Long-poll: each process holds one Redis subscription (Hub) and wakes its
 // waiting requests in memory. A waiter subscribes, then re-reads the state,

@@ -10,7 +10,8 @@ import (
 //
 //	{a:<tag>}               hash, one authentication; TTL expiry + 10 min (the
 //	                        IdP and the QR page still read its end)
-//	{a:<tag>}:qr            hash sha256(qr token) -> expiry ms; TTL the authentication's
+//	{a:<tag>}:qr            hash sha256(qr token) -> expiry ms, one per slot of a QR
+//	                        login, written at creation (qr.go); TTL the authentication's
 //	{sub:<idNat>}:pending   zset challenge_id -> expiry ms, the practitioner's
 //	                        pending logins; TTL the longest expiry
 //	{sub:<idNat>}:pushes    zset challenge_id -> creation ms, push logins in the
@@ -210,35 +211,6 @@ redis.call('HSET', KEYS[1], 'status', 'cancelled', 'reason', 'cancelled', 'audit
 return {'cancelled', h[5], h[4]}
 `)
 
-// mintQRScript makes a new QR token for an unclaimed QR login.
-// KEYS: auth, qr. ARGV: sha256(login secret), sha256(new token), now_ms, token ttl ms.
-// Returns {notfound} | {noqr} | {ok, token expiry ms}.
-var mintQRScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'login_sha', 'status', 'expires_ms')
-if not h[1] or h[1] ~= ARGV[1] then return {'notfound'} end
-local now = tonumber(ARGV[3])
-if h[2] ~= 'pending' or now >= tonumber(h[3]) then return {'noqr'} end
-local exp = math.min(now + tonumber(ARGV[4]), tonumber(h[3]))
-local live = redis.call('HGETALL', KEYS[2])
-for i = 1, #live, 2 do
-  if tonumber(live[i + 1]) <= now then redis.call('HDEL', KEYS[2], live[i]) end
-end
-if redis.call('HLEN', KEYS[2]) >= 4 then
-  -- Keep the newest few only: a page refreshing fast cannot pile tokens up.
-  local oldest, oldestExp = nil, nil
-  live = redis.call('HGETALL', KEYS[2])
-  for i = 1, #live, 2 do
-    local e = tonumber(live[i + 1])
-    if not oldestExp or e < oldestExp then oldest, oldestExp = live[i], e end
-  end
-  redis.call('HDEL', KEYS[2], oldest)
-end
-redis.call('HSET', KEYS[2], ARGV[2], exp)
-redis.call('PEXPIRE', KEYS[2], tonumber(h[3]) - now + 600000)
-redis.call('HSET', KEYS[1], 'qr_exp_ms', exp)
-return {'ok', tostring(exp)}
-`)
-
 // claimScript binds a QR login to the claiming device's practitioner.
 // KEYS: auth, qr. ARGV: sha256(token), now_ms, subject, device_id, op.
 // Returns {invalid} | {ok, field, value, ...} (the authentication). The
@@ -256,7 +228,7 @@ if not exp or tonumber(exp) <= now then return {'invalid'} end
 local h = redis.call('HMGET', KEYS[1], 'status', 'expires_ms')
 if h[1] ~= 'pending' or now >= tonumber(h[2]) then return {'invalid'} end
 redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[1], 'status', 'claimed', 'subject', ARGV[3], 'claimed_device', ARGV[4], 'qr_exp_ms', '0',
+redis.call('HSET', KEYS[1], 'status', 'claimed', 'subject', ARGV[3], 'claimed_device', ARGV[4],
   'claim_op', ARGV[5])
 local out = redis.call('HGETALL', KEYS[1])
 table.insert(out, 1, 'ok')

@@ -1,6 +1,9 @@
 // Package ratelimit limits requests per second per key (an IdP client id),
 // with the limit shared by every replica of the service through Redis, and
-// without a Redis round trip on the request path.
+// without a Redis round trip on the request path (Limiter); and failed
+// attempts per key over a sliding window, exactly, at one Redis script per
+// attempt (Failures, failures.go: desk sign-ins per client address, where a
+// guessed key must meet the same limit on every replica).
 //
 // # Windows
 //

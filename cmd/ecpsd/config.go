@@ -89,6 +89,10 @@ type limitsConfig struct {
 	QRTokenTTL         string `yaml:"qr_token_ttl"`
 	NumberDigits       int    `yaml:"number_digits"`
 	PollInterval       string `yaml:"poll_interval"`
+	// Failed desk sign-ins per client address within the window before its
+	// sign-ins are refused (this server's keys).
+	DeskSignInFailures int    `yaml:"desk_signin_failures"`
+	DeskSignInWindow   string `yaml:"desk_signin_window"`
 }
 
 // defaults are the contract's defaults.
@@ -101,25 +105,26 @@ func defaults() fileConfig {
 		Limits: limitsConfig{ActivationTTL: "10m", ActivationAttempts: 5, DevicesPerSubject: 5,
 			PendingPerSubject: 3, PushesPerSubject: 10, PushesWindow: "5m", DenialsBeforeBlock: 5,
 			BlockDuration: "15m", ClientRPS: 100, ProofMaxSkew: "60s", QRTokenTTL: "30s",
-			NumberDigits: 2, PollInterval: "2s"},
+			NumberDigits: 2, PollInterval: "2s", DeskSignInFailures: 10, DeskSignInWindow: "1m"},
 		AuditRetention: "400d",
 	}
 }
 
 // Config is the validated configuration.
 type Config struct {
-	File           fileConfig
-	ActivationTTL  time.Duration
-	PushesWindow   time.Duration
-	BlockDuration  time.Duration
-	ProofMaxSkew   time.Duration
-	QRTokenTTL     time.Duration
-	PollInterval   time.Duration
-	AuditRetention time.Duration
-	PushTimeout    time.Duration
-	TrustedProxies []string
-	Clients        []client
-	Operators      []operator
+	File             fileConfig
+	ActivationTTL    time.Duration
+	PushesWindow     time.Duration
+	BlockDuration    time.Duration
+	ProofMaxSkew     time.Duration
+	QRTokenTTL       time.Duration
+	PollInterval     time.Duration
+	DeskSignInWindow time.Duration
+	AuditRetention   time.Duration
+	PushTimeout      time.Duration
+	TrustedProxies   []string
+	Clients          []client
+	Operators        []operator
 }
 
 type client struct {
@@ -402,6 +407,7 @@ func validate(fc fileConfig) (Config, error) {
 		{"limits.proof_max_skew", fc.Limits.ProofMaxSkew, &cfg.ProofMaxSkew},
 		{"limits.qr_token_ttl", fc.Limits.QRTokenTTL, &cfg.QRTokenTTL},
 		{"limits.poll_interval", fc.Limits.PollInterval, &cfg.PollInterval},
+		{"limits.desk_signin_window", fc.Limits.DeskSignInWindow, &cfg.DeskSignInWindow},
 		{"audit_retention", fc.AuditRetention, &cfg.AuditRetention},
 	}
 	for _, d := range durations {
@@ -421,6 +427,7 @@ func validate(fc fileConfig) (Config, error) {
 		{"limits.pushes_per_subject", fc.Limits.PushesPerSubject, 1},
 		{"limits.denials_before_block", fc.Limits.DenialsBeforeBlock, 1},
 		{"limits.client_rps", fc.Limits.ClientRPS, 1},
+		{"limits.desk_signin_failures", fc.Limits.DeskSignInFailures, 1},
 	}
 	for _, n := range ints {
 		if n.val < n.min {

@@ -177,6 +177,10 @@ desk_operators:`},
 			want: []string{"push.provider", "apns"}},
 		{name: "fcm without project_id", edits: []string{`provider: "log"`, `provider: "fcm"`},
 			want: []string{"push.fcm.project_id"}},
+		{name: "desk_signin_failures 0", edits: []string{"  number_digits: 2", "  number_digits: 2\n  desk_signin_failures: 0"},
+			want: []string{"limits.desk_signin_failures", "got 0"}},
+		{name: "desk_signin_window zero", edits: []string{"  number_digits: 2", "  number_digits: 2\n  desk_signin_window: \"0s\""},
+			want: []string{"limits.desk_signin_window", "0s"}},
 		{name: "number_digits 1", edits: []string{"number_digits: 2", "number_digits: 1"},
 			want: []string{"limits.number_digits", "got 1"}},
 		{name: "number_digits 7", edits: []string{"number_digits: 2", "number_digits: 7"},
@@ -363,6 +367,16 @@ func TestConfigContractYAMLAndDefaults(t *testing.T) {
 		}
 		checkContractDefaults(t, cfg)
 	})
+	t.Run("desk sign-in limit, from the file and the environment", func(t *testing.T) {
+		y := edit(t, "  number_digits: 2", "  number_digits: 2\n  desk_signin_failures: 3")
+		cfg, err := parseConfig([]byte(y), envOf(map[string]string{"ECPS_LIMITS_DESK_SIGNIN_WINDOW": "5m"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.File.Limits.DeskSignInFailures != 3 || cfg.DeskSignInWindow != 5*time.Minute {
+			t.Errorf("desk sign-in limit %d per %v, want 3 per 5m", cfg.File.Limits.DeskSignInFailures, cfg.DeskSignInWindow)
+		}
+	})
 	t.Run("one limit given, the others defaulted", func(t *testing.T) {
 		y := edit(t, "limits:\n  activation_ttl: \"10m\"\n  activation_attempts: 5\n  number_digits: 2\n",
 			"limits:\n  client_rps: 7\n")
@@ -390,6 +404,7 @@ func checkContractDefaults(t *testing.T, cfg Config) {
 		{"proof_max_skew", cfg.ProofMaxSkew, 60 * time.Second},
 		{"qr_token_ttl", cfg.QRTokenTTL, 30 * time.Second},
 		{"poll_interval", cfg.PollInterval, 2 * time.Second},
+		{"desk_signin_window", cfg.DeskSignInWindow, time.Minute},
 		{"audit_retention", cfg.AuditRetention, 400 * 24 * time.Hour},
 	}
 	for _, d := range durs {
@@ -409,6 +424,7 @@ func checkContractDefaults(t *testing.T, cfg Config) {
 		{"denials_before_block", l.DenialsBeforeBlock, 5},
 		{"client_rps", l.ClientRPS, 100},
 		{"number_digits", l.NumberDigits, 2},
+		{"desk_signin_failures", l.DeskSignInFailures, 10},
 	}
 	for _, n := range ints {
 		if n.got != n.want {

@@ -139,7 +139,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		PublicURL:          cfg.File.PublicURL,
 		NumberDigits:       cfg.File.Limits.NumberDigits,
 		PollInterval:       cfg.PollInterval,
-		QRTokenTTL:         cfg.QRTokenTTL,
+		QRTokenTTL:         cfg.QRTokenTTL, // rotation: every 25 s, or 5/6 of a shorter life
 		ProofMaxSkew:       cfg.ProofMaxSkew,
 		PendingPerSubject:  cfg.File.Limits.PendingPerSubject,
 		PushesPerSubject:   cfg.File.Limits.PushesPerSubject,
@@ -159,10 +159,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		ClientLimiter:  limiter,
 		Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		Dev:            cfg.File.Dev, // desk cookies without __Host- and Secure over plain HTTP
-		QRRotation:     qrRotation(cfg.QRTokenTTL),
-		Redis:          rdb, // desk sessions
+		Redis:          rdb,          // desk sessions
 		KeyPrefix:      cfg.File.Redis.KeyPrefix,
 		PushStatus:     pushStatus,
+		// Failed desk sign-ins per client address and window.
+		DeskSignInFailures: cfg.File.Limits.DeskSignInFailures,
+		DeskSignInWindow:   cfg.DeskSignInWindow,
 	}
 	for _, c := range cfg.Clients {
 		opts.Clients = append(opts.Clients, api.Client{ID: c.ID, Name: c.Name, SecretSHA256: c.SecretSHA256,
@@ -289,10 +291,4 @@ func hashSecret(stdin io.Reader, stdout, stderr io.Writer) int {
 	sum := sha256.Sum256([]byte(secret))
 	fmt.Fprintln(stdout, hex.EncodeToString(sum[:]))
 	return exitOK
-}
-
-// qrRotation is how often the login page shows a new QR code: every 25 s
-// for the default 30 s token life, and always well before a token dies.
-func qrRotation(ttl time.Duration) time.Duration {
-	return min(25*time.Second, ttl*5/6)
 }

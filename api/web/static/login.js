@@ -1,6 +1,11 @@
-// The QR login page: rotates the QR code, follows the login's state and,
-// when the login ends, goes to the service's redirect URI (or shows the
-// result). Text is set with textContent only.
+// The QR login page: follows the login's state, shows the server's current
+// QR code and, when the login ends, goes to the service's redirect URI (or
+// shows the result). Text is set with textContent only.
+//
+// The server rotates the QR token on its own schedule (a new one every 25 s,
+// each valid 30 s); /state's qr_expires_at is the current token's end. When
+// it changes, the token changed: the page fetches qr.png again. No clock of
+// the browser is involved.
 (function () {
   'use strict';
 
@@ -10,7 +15,6 @@
   }
   var msgs = JSON.parse(document.getElementById('msgs').textContent);
   var loginID = root.dataset.loginId;
-  var rotateMs = Number(root.dataset.rotateMs) || 25000;
   var pollMs = 1500;
   var total = Number(root.dataset.expiresInMs) || 0;
   var deadline = performance.now() + total;
@@ -27,7 +31,7 @@
   var ended = false;
   var polling = false;
   var offline = false;
-  var lastQR = performance.now();
+  var qrExpiresAt = root.dataset.qrExpiresAt || '';
   var counter = 0;
   var timers = [];
 
@@ -46,8 +50,8 @@
     }
   }
 
-  // rotate fetches a new QR code (each fetch mints a new token) and swaps
-  // the image once it has loaded, so the code never blinks.
+  // rotate fetches the current QR code and swaps the image once it has
+  // loaded, so the code never blinks.
   function rotate() {
     if (ended || status !== 'pending') {
       return;
@@ -65,7 +69,6 @@
       }
     });
     next.addEventListener('error', poll);
-    lastQR = performance.now();
     counter += 1;
     next.src = base + '/qr.png?n=' + counter + '-' + Date.now();
   }
@@ -112,8 +115,9 @@
     if (status === 'pending') {
       qrBox.hidden = false;
       setStatusText(msgs.LoginPending);
-      // No live token (the tab slept, or the token ended early): a new one now.
-      if (!st.qr_expires_at && performance.now() - lastQR > 3000) {
+      // The server's current token changed (or the tab slept): show the new one.
+      if (st.qr_expires_at && st.qr_expires_at !== qrExpiresAt) {
+        qrExpiresAt = st.qr_expires_at;
         rotate();
       }
     } else if (status === 'claimed') {
@@ -159,7 +163,6 @@
   document.documentElement.classList.add('js');
   document.getElementById('client').tabIndex = -1;
   timers.push(window.setInterval(tick, 500));
-  timers.push(window.setInterval(rotate, rotateMs));
   timers.push(window.setInterval(poll, pollMs));
   document.addEventListener('visibilitychange', function () {
     if (!document.hidden) {
