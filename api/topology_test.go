@@ -1,7 +1,13 @@
 package api
 
 import (
+	"context"
+	"net/http"
+	"strconv"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/ecps-sante/ecps/redistest"
 )
@@ -33,5 +39,119 @@ func runFlows(t *testing.T, e *env) {
 			f.run(t, e, subject, func(string) {})
 			checkAuditOnce(t, e, subject, f.events)
 		})
+	}
+}
+
+// TestLongPollAcrossSentinelFailover: the master stops answering (as if cut
+// off), Sentinel fails over to the replica, and the old master comes back
+// still believing it is the master. A long-poll waiting through it gets the
+// decision taken on the new master within seconds, not when its wait ends:
+// the hub's subscription, left on the old master, notices that its probes
+// no longer reach it and subscribes again (to the new master).
+func TestLongPollAcrossSentinelFailover(t *testing.T) {
+	set := redistest.StartSentinel(t)
+	rdb, prefix := set.Client(t)
+	e := newEnvOn(t, rdb, prefix, 2)
+	subject := adeliSubject()
+	p := e.newDevice(subject)
+	c := e.createAuth(map[string]any{"login_hint": subject})
+	ch := e.pendingChallenge(p)
+
+	result := make(chan response, 1)
+	go func() { result <- e.poll(0, c, "?wait=30") }()
+	waitFor(t, func() bool { return e.replicas[0].hub.Waiting() == 1 })
+
+	// What was written so far is on the replica (replication is
+	// asynchronous: without WAIT, a failover may lose the last writes).
+	if err := rdb.Do(context.Background(), "WAIT", 1, 5000).Err(); err != nil {
+		t.Fatal(err)
+	}
+	old := set.Master.Addr()
+	set.Master.Pause()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if addr, err := set.CurrentMaster(context.Background()); err == nil && addr != old {
+			break
+		}
+		if time.Now().After(deadline) {
+			set.Master.Resume()
+			t.Fatal("no failover within 20 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	set.Master.Resume()
+
+	// The decision, on whichever master the client now finds (retried
+	// while go-redis moves over: a 503 is a contract answer).
+	// The same signed decision each time: sent again, it answers as the first.
+	jws := p.decision(t, e.clock.Now(), ch, "approve", c.VerificationNumber)
+	var r response
+	waitFor(t, func() bool {
+		r = e.respond(1, p, ch["challenge_id"].(string), jws)
+		return r.Status != http.StatusServiceUnavailable
+	})
+	r.wantStatus(t, http.StatusNoContent)
+	decided := time.Now()
+	select {
+	case r := <-result:
+		r.wantStatus(t, http.StatusOK)
+		t.Logf("result %v after the decision", time.Since(decided).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatal("the long-poll did not get the decision within 10 s of it: its wake-up was lost")
+	}
+}
+
+// TestLongPollOnClusterUsesShardedChannels: on a Cluster the wake-ups go
+// through sharded channels (SSUBSCRIBE / SPUBLISH), spread over the masters;
+// a long-poll on one replica gets a decision taken through the other at once.
+func TestLongPollOnClusterUsesShardedChannels(t *testing.T) {
+	cluster := redistest.StartCluster(t)
+	rdb, prefix := cluster.Client(t)
+	e := newEnvOn(t, rdb, prefix, 2)
+	ctx := context.Background()
+	owners := map[string]bool{}
+	waitFor(t, func() bool {
+		clear(owners)
+		for i := 0; i < 16; i++ {
+			ch := prefix + "{auth-events:" + strconv.Itoa(i) + "}"
+			slot, err := rdb.ClusterKeySlot(ctx, ch).Result()
+			if err != nil {
+				return false
+			}
+			subscribed := false
+			for _, m := range cluster.Masters() {
+				if !m.OwnsSlot(int(slot)) {
+					continue
+				}
+				owners[m.Addr()] = true
+				node := redis.NewClient(&redis.Options{Addr: m.Addr()})
+				n, err := node.PubSubShardNumSub(ctx, ch).Result()
+				node.Close()
+				subscribed = err == nil && n[ch] == 2 // one subscription per replica, on the owner
+			}
+			if !subscribed {
+				return false
+			}
+		}
+		return true
+	})
+	if len(owners) != 3 {
+		t.Fatalf("the 16 channels live on %d masters, want all 3", len(owners))
+	}
+
+	subject := adeliSubject()
+	p := e.newDevice(subject)
+	c := e.createAuth(map[string]any{"login_hint": subject})
+	ch := e.pendingChallenge(p)
+	result := make(chan response, 1)
+	go func() { result <- e.poll(0, c, "?wait=30") }()
+	waitFor(t, func() bool { return e.replicas[0].hub.Waiting() == 1 })
+	e.respond(1, p, ch["challenge_id"].(string), p.decision(t, e.clock.Now(), ch, "approve", c.VerificationNumber)).
+		wantStatus(t, http.StatusNoContent)
+	select {
+	case r := <-result:
+		r.wantStatus(t, http.StatusOK)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the long-poll did not get the decision: its wake-up was lost")
 	}
 }

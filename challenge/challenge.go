@@ -364,7 +364,7 @@ func (s *Service) Cancel(ctx context.Context, clientID, authReqID string) error 
 		cancelledScript.Eval(ctx, p, []string{s.keys.pending(subject), s.audit.SubjectStream(subject), s.keys.ended(subject, challengeID)},
 			challengeID, ej, minID, ttl, endedTTL(now, vals[2]).Milliseconds())
 	}
-	p.Publish(ctx, s.keys.channel(), tag)
+	s.hub.publish(ctx, p, tag)
 	if _, err := p.Exec(ctx); err != nil {
 		return fmt.Errorf("cancel: %w", err)
 	}
@@ -561,7 +561,7 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 	}
 	p := s.rdb.Pipeline()
 	p.HSet(ctx, s.keys.auth(tag), "audited", "1")
-	p.Publish(ctx, s.keys.channel(), tag)
+	s.hub.publish(ctx, p, tag)
 	if _, err := p.Exec(ctx); err != nil {
 		return fmt.Errorf("publish decision: %w", err)
 	}

@@ -2,20 +2,41 @@ package challenge
 
 import (
 	"context"
+	"hash/fnv"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/ecps-sante/ecps/token"
 )
 
-// Hub holds the process's one Redis subscription to the end-of-authentication
-// channel and wakes the long-polls waiting in this process. Waiters never
+// Hub holds the process's Redis subscriptions to the end-of-authentication
+// channels and wakes the long-polls waiting in this process. Waiters never
 // hold a Redis connection.
+//
+// On a standalone Redis or a Sentinel set there is one channel (SUBSCRIBE,
+// PUBLISH). On a Redis Cluster there are clusterChannels sharded channels
+// (SSUBSCRIBE, SPUBLISH, Redis 7), each in its own slot: a decision's
+// wake-up goes to the one shard that owns its channel instead of being
+// broadcast to every node, and the channels spread over the masters.
+//
+// A subscription can outlive its server's role: after a Sentinel failover
+// go-redis sends new commands to the new master, but a subscription it
+// made to the old one stays there until that server is demoted (seconds).
+// So each subscription checks itself: every probeEvery the hub publishes a
+// probe on the channel through the ordinary client (which follows the
+// master); a subscription that has not heard its probe for probeStale is
+// made again. Every (re)subscription wakes every waiter, so that one that
+// missed a message meanwhile reads its state again.
 type Hub struct {
-	rdb     redis.UniversalClient
-	channel string
-	log     *slog.Logger
+	rdb      redis.UniversalClient
+	channels []string
+	sharded  bool
+	id       string // this hub's probes
+	log      *slog.Logger
 
 	mu      sync.Mutex
 	waiters map[string]map[chan struct{}]struct{} // tag -> waiters
@@ -23,36 +44,123 @@ type Hub struct {
 	once    sync.Once
 }
 
+// clusterChannels is the number of sharded channels on a Redis Cluster.
+const clusterChannels = 16
+
+const (
+	probeEvery = time.Second
+	probeStale = 3 * time.Second
+)
+
 // NewHub returns a Hub; Run subscribes.
 func NewHub(rdb redis.UniversalClient, prefix string, log *slog.Logger) *Hub {
-	return &Hub{rdb: rdb, channel: keys{prefix}.channel(), log: log,
+	h := &Hub{rdb: rdb, log: log, id: token.New(9),
 		waiters: map[string]map[chan struct{}]struct{}{}, closing: make(chan struct{})}
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		h.sharded = true
+		for i := 0; i < clusterChannels; i++ {
+			// Each channel its own hash tag, hence its own slot.
+			h.channels = append(h.channels, prefix+"{auth-events:"+strconv.Itoa(i)+"}")
+		}
+	} else {
+		h.channels = []string{keys{prefix}.channel()}
+	}
+	return h
 }
 
-// Run keeps the subscription until ctx ends. go-redis re-subscribes by
-// itself after a connection loss; each (re)subscription wakes every waiter,
-// so that one that missed a message during the gap re-reads its state.
+// channelOf is the channel that carries the end of authentication tag.
+func (h *Hub) channelOf(tag string) string {
+	if len(h.channels) == 1 {
+		return h.channels[0]
+	}
+	f := fnv.New32a()
+	_, _ = f.Write([]byte(tag))
+	return h.channels[f.Sum32()%uint32(len(h.channels))]
+}
+
+// publish queues on p the wake-up for authentication tag.
+func (h *Hub) publish(ctx context.Context, p redis.Pipeliner, tag string) {
+	if h.sharded {
+		p.SPublish(ctx, h.channelOf(tag), tag)
+	} else {
+		p.Publish(ctx, h.channelOf(tag), tag)
+	}
+}
+
+// Run keeps the subscriptions until ctx ends.
 func (h *Hub) Run(ctx context.Context) {
-	ps := h.rdb.Subscribe(ctx, h.channel)
+	var wg sync.WaitGroup
+	for _, ch := range h.channels {
+		wg.Add(1)
+		go func() { defer wg.Done(); h.keep(ctx, ch) }()
+	}
+	wg.Wait()
+}
+
+// keep subscribes to channel again and again until ctx ends.
+func (h *Hub) keep(ctx context.Context, channel string) {
+	for ctx.Err() == nil {
+		h.subscribe(ctx, channel)
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// subscribe holds one subscription until ctx ends or it goes stale.
+// go-redis re-subscribes by itself after a connection loss.
+func (h *Hub) subscribe(ctx context.Context, channel string) {
+	var ps *redis.PubSub
+	if h.sharded {
+		ps = h.rdb.SSubscribe(ctx, channel)
+	} else {
+		ps = h.rdb.Subscribe(ctx, channel)
+	}
 	defer ps.Close()
-	ch := ps.ChannelWithSubscriptions(redis.WithChannelHealthCheckInterval(5 * time.Second))
+	msgs := ps.ChannelWithSubscriptions(redis.WithChannelHealthCheckInterval(5 * time.Second))
+	probe := "probe:" + h.id
+	heard := time.Now()
+	tick := time.NewTicker(probeEvery)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case msg, ok := <-ch:
+		case <-tick.C:
+			if time.Since(heard) > probeStale {
+				h.log.Warn("auth-events subscription heard nothing of its probes: subscribing again", "channel", channel)
+				return
+			}
+			go h.sendProbe(ctx, channel, probe)
+		case msg, ok := <-msgs:
 			if !ok {
 				return
 			}
 			switch m := msg.(type) {
 			case *redis.Message:
-				h.wake(m.Payload)
+				if m.Payload == probe {
+					heard = time.Now()
+				} else {
+					h.wake(m.Payload)
+				}
 			case *redis.Subscription:
-				if m.Kind == "subscribe" {
+				if m.Kind == "subscribe" || m.Kind == "ssubscribe" {
+					heard = time.Now()
 					h.wakeAll()
 				}
 			}
 		}
+	}
+}
+
+func (h *Hub) sendProbe(ctx context.Context, channel, probe string) {
+	ctx, cancel := context.WithTimeout(ctx, probeEvery)
+	defer cancel()
+	if h.sharded {
+		_ = h.rdb.SPublish(ctx, channel, probe).Err()
+	} else {
+		_ = h.rdb.Publish(ctx, channel, probe).Err()
 	}
 }
 

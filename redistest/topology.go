@@ -108,6 +108,33 @@ func (c *Cluster) Masters() []*Server {
 	return out
 }
 
+// OwnsSlot reports whether this cluster node serves slot (CLUSTER NODES,
+// its own line: the slot ranges from the 9th field on).
+func (s *Server) OwnsSlot(slot int) bool {
+	nodes, err := s.cli("CLUSTER", "NODES")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(nodes, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 || !strings.Contains(f[2], "myself") {
+			continue
+		}
+		for _, r := range f[8:] {
+			lo, hi, ok := strings.Cut(r, "-")
+			if !ok {
+				hi = lo
+			}
+			a, err1 := strconv.Atoi(lo)
+			b, err2 := strconv.Atoi(hi)
+			if err1 == nil && err2 == nil && slot >= a && slot <= b {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Sentinel is a Sentinel set of the test's own: a master, a replica and 3
 // sentinels watching them under the name "ecps", on loopback ports.
 type Sentinel struct {
