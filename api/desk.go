@@ -340,10 +340,13 @@ func (s *Server) signinLimitReached(c *gin.Context, addr string, retry time.Dura
 	limit, window := s.web.signins.Limit(), s.web.signins.Window()
 	s.log.Warn("desk: sign-in failure limit reached", "request_id", requestID(c), "client_address", addr,
 		"failures", limit, "window", window.String())
-	s.audit.CopyGlobalLater(c.Request.Context(), audit.Entry{Time: time.Now().UTC().Truncate(time.Second),
+	err := s.audit.Append(c.Request.Context(), audit.Entry{Time: time.Now().UTC().Truncate(time.Second),
 		Event: challenge.EventLimitHit, Actor: audit.System,
 		Details: map[string]any{"limit": "desk_signin", "route": "POST /desk/session", "client_address": addr,
 			"failures": limit, "window_s": int64(window / time.Second), "retry_after_s": int64((retry + time.Second - 1) / time.Second)}})
+	if err != nil {
+		s.log.Warn("desk: sign-in limit not audited", "request_id", requestID(c), "err", err)
+	}
 }
 
 // signinAddress is what desk sign-ins are limited by: the client's IPv4

@@ -93,7 +93,7 @@ func TestDeskSignInThrottled(t *testing.T) {
 	var hits []map[string]any
 	waitFor(t, func() bool {
 		hits = nil
-		msgs, err := w.rdb.XRange(t.Context(), w.prefix+"{audit}:all", "-", "+").Result()
+		msgs, err := w.rdb.XRange(t.Context(), w.prefix+"{audit}:system", "-", "+").Result()
 		if err != nil {
 			t.Fatal(err)
 		}

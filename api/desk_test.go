@@ -784,7 +784,7 @@ func TestDeskAuditHoldsNoSecrets(t *testing.T) {
 	}
 	check("the audit API", raw)
 
-	// And the streams in Redis (practitioner's and global).
+	// And the streams in Redis.
 	ctx := context.Background()
 	iter := e.rdb.Scan(ctx, 0, e.prefix+"*", 1000).Iterator()
 	streams := 0

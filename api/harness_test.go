@@ -130,7 +130,6 @@ func (e *env) newReplica() *replica {
 	t.Cleanup(cancel)
 	hub := challenge.NewHub(e.rdb, e.prefix, slog.New(slog.NewJSONHandler(io.Discard, nil)))
 	go hub.Run(ctx)
-	go log.RunGlobalCopier(ctx)
 	enrol := enrollment.New(e.rdb, log, e.opts)
 	var sender push.Sender = e.pushes
 	if e.sender != nil {

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,27 +18,15 @@ import (
 	"github.com/ecps-sante/ecps/redistest"
 )
 
-// tripCounter counts what a client sends to Redis: a command or a pipeline
-// is one round trip.
-type tripCounter struct{ n atomic.Int64 }
-
-func (r *tripCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (r *tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { r.n.Add(1); return next(ctx, cmd) }
-}
-func (r *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { r.n.Add(1); return next(ctx, cmds) }
-}
-
 // benchEnv is an env on its own client (so that a hook counts only its
 // commands), without the per-practitioner limits getting in the way.
-func benchEnv(b *testing.B, replicas, poolSize int) (*env, *tripCounter) {
+func benchEnv(b *testing.B, replicas, poolSize int) (*env, *redistest.RoundTrips) {
 	base, prefix := redistest.Client(b)
 	opt := base.(*redis.Client).Options()
 	opt.PoolSize = poolSize
 	rdb := redis.NewClient(opt)
 	b.Cleanup(func() { rdb.Close() })
-	trips := &tripCounter{}
+	trips := &redistest.RoundTrips{}
 	rdb.AddHook(trips)
 	e := newEnvWith(b, rdb, prefix, replicas, func(_ *enrollment.Options, o *challenge.Options) {
 		o.PendingPerSubject = 1 << 30
@@ -56,7 +43,7 @@ func BenchmarkLogin(b *testing.B) {
 	e, trips := benchEnv(b, 1, 64)
 	p := e.newPushDevice(subjectA)
 	b.ResetTimer()
-	trips.n.Store(0)
+	trips.Reset()
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
 		c := e.createAuth(map[string]any{"login_hint": subjectA, "binding_message": "bench"})
@@ -74,7 +61,7 @@ func BenchmarkLogin(b *testing.B) {
 		}
 	}
 	elapsed := time.Since(start)
-	b.ReportMetric(float64(trips.n.Load())/float64(b.N), "redis-rt/login")
+	b.ReportMetric(float64(trips.N())/float64(b.N), "redis-rt/login")
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "logins/s")
 }
 

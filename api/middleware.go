@@ -159,9 +159,12 @@ func (s *Server) clientLimitHit(c *gin.Context, clientID string) {
 		return
 	}
 	s.limitAudited.Store(clientID, sec)
-	s.audit.CopyGlobalLater(c.Request.Context(), audit.Entry{Time: time.Now().UTC().Truncate(time.Second),
+	err := s.audit.Append(c.Request.Context(), audit.Entry{Time: time.Now().UTC().Truncate(time.Second),
 		Event: challenge.EventLimitHit, Actor: audit.Actor{Type: audit.ActorClient, ID: clientID},
 		Details: map[string]any{"limit": "client_rps"}})
+	if err != nil {
+		s.log.Warn("client rate limit not audited", "request_id", requestID(c), "err", err)
+	}
 }
 
 var dummyHash = [32]byte{1}

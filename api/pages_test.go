@@ -90,7 +90,6 @@ func newWebEnv(t testing.TB, wo webOptions) *webEnv {
 	t.Cleanup(cancel)
 	hub := challenge.NewHub(rdb, prefix, slog.New(slog.NewJSONHandler(io.Discard, nil)))
 	go hub.Run(ctx)
-	go log.RunGlobalCopier(ctx)
 	enrol := enrollment.New(rdb, log, e.opts)
 	srv, err := New(Options{
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),

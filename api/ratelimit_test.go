@@ -32,7 +32,7 @@ func TestClientRateLimit(t *testing.T) {
 	}
 	// The audit entry reaches the global stream (written in batches).
 	waitFor(t, func() bool {
-		msgs, err := e.rdb.XRange(t.Context(), e.prefix+"{audit}:all", "-", "+").Result()
+		msgs, err := e.rdb.XRange(t.Context(), e.prefix+"{audit}:system", "-", "+").Result()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -53,11 +53,6 @@ type Entry struct {
 	Subject string         `json:"subject"`
 	Actor   Actor          `json:"actor"`
 	Details map[string]any `json:"details"`
-	// Op, when set, names the event for the global copy: copies with the same
-	// Op are written once (within opTTL), so that a step run again (a request
-	// the client sent again, a command go-redis resent) copies nothing twice.
-	// Empty: a fresh id per copy, still safe against go-redis's resends.
-	Op string `json:"-"`
 }
 
 // ErrBadCursor is returned for a paging cursor that is not one of ours.
@@ -68,12 +63,11 @@ type Log struct {
 	rdb       redis.UniversalClient
 	prefix    string
 	retention time.Duration
-	copies    chan Entry // global copies waiting for RunGlobalCopier
 }
 
 // New returns a Log. prefix starts every key ("ecps:" in production).
 func New(rdb redis.UniversalClient, prefix string, retention time.Duration) *Log {
-	return &Log{rdb: rdb, prefix: prefix, retention: retention, copies: make(chan Entry, 4096)}
+	return &Log{rdb: rdb, prefix: prefix, retention: retention}
 }
 
 // SubjectStream is the key of a practitioner's stream; it shares the
@@ -86,8 +80,10 @@ func (l *Log) subjectOpKey(subject, op string) string {
 	return l.prefix + "{sub:" + subject + "}:auditop:" + op
 }
 
-func (l *Log) globalStream() string         { return l.prefix + "{audit}:all" }
-func (l *Log) globalOpKey(op string) string { return l.prefix + "{audit}:op:" + op }
+// systemStream holds the entries that concern no practitioner: an IdP
+// client's rate limit, desk sign-in limits.
+func (l *Log) systemStream() string         { return l.prefix + "{audit}:system" }
+func (l *Log) systemOpKey(op string) string { return l.prefix + "{audit}:op:" + op }
 
 // opTTL is how long an operation id is remembered against retried appends.
 const opTTL = time.Hour
@@ -123,114 +119,25 @@ func (l *Log) minID(now time.Time) string {
 	return strconv.FormatInt(now.Add(-l.retention).UnixMilli(), 10)
 }
 
-// Append writes e to its practitioner's stream (when it has one) and to the
-// global stream, in one pipelined round trip.
+// Append writes e, once, to its practitioner's stream, or to the system
+// stream when it concerns no practitioner. Entries of a state change are
+// written by the change's own script instead (AppendLua), in the same
+// atomic step: nothing is written twice.
 func (l *Log) Append(ctx context.Context, e Entry) error {
 	b, err := json.Marshal(e)
 	if err != nil {
 		return err
 	}
-	op := e.Op
-	if op == "" {
-		op = newOpID()
+	op := newOpID() // the same for go-redis's resends of this append
+	keys := []string{l.SubjectStream(e.Subject), l.subjectOpKey(e.Subject, op)}
+	ttl := int64(l.retention / time.Second)
+	if e.Subject == "" {
+		keys, ttl = []string{l.systemStream(), l.systemOpKey(op)}, 0
 	}
-	pipe := l.rdb.Pipeline()
-	if e.Subject != "" {
-		appendScript.Eval(ctx, pipe, []string{l.SubjectStream(e.Subject), l.subjectOpKey(e.Subject, op)},
-			string(b), l.minID(e.Time), opTTL.Milliseconds(), int64(l.retention/time.Second))
-	}
-	appendScript.Eval(ctx, pipe, []string{l.globalStream(), l.globalOpKey(op)},
-		string(b), l.minID(e.Time), opTTL.Milliseconds(), 0)
-	if _, err = pipe.Exec(ctx); err != nil {
+	if err := appendScript.Run(ctx, l.rdb, keys, string(b), l.minID(e.Time), opTTL.Milliseconds(), ttl).Err(); err != nil {
 		return fmt.Errorf("audit append: %w", err)
 	}
 	return nil
-}
-
-// QueueGlobal queues on p the copy to the global stream of entries that a
-// domain script has already written to the practitioner's stream, so that the
-// caller can send it with its other commands in one round trip.
-func (l *Log) QueueGlobal(ctx context.Context, p redis.Pipeliner, entries ...Entry) {
-	for _, e := range entries {
-		b, _ := json.Marshal(e) // Entry has only marshalable fields.
-		op := e.Op
-		if op == "" {
-			op = newOpID()
-		}
-		appendScript.Eval(ctx, p, []string{l.globalStream(), l.globalOpKey(op)},
-			string(b), l.minID(e.Time), opTTL.Milliseconds(), 0)
-	}
-}
-
-// AppendGlobal sends QueueGlobal's copies at once.
-func (l *Log) AppendGlobal(ctx context.Context, entries ...Entry) error {
-	p := l.rdb.Pipeline()
-	l.QueueGlobal(ctx, p, entries...)
-	if _, err := p.Exec(ctx); err != nil {
-		return fmt.Errorf("audit append: %w", err)
-	}
-	return nil
-}
-
-// CopyGlobalLater queues copies for the global stream, written in batches by
-// RunGlobalCopier: hot paths (a login decision) do not wait for the
-// operators' copy. The practitioner's entry, written in the state change
-// itself, is the authoritative one; a crash loses at most the queued copies.
-// When the queue is full, the copy is written at once.
-func (l *Log) CopyGlobalLater(ctx context.Context, entries ...Entry) {
-	for i, e := range entries {
-		select {
-		case l.copies <- e:
-		default:
-			_ = l.AppendGlobal(context.WithoutCancel(ctx), entries[i:]...)
-			return
-		}
-	}
-}
-
-// copyEvery is how often queued global copies are written: one round trip
-// carries every copy queued meanwhile.
-const copyEvery = 50 * time.Millisecond
-
-// RunGlobalCopier writes queued global copies until ctx ends, then flushes
-// what is left.
-func (l *Log) RunGlobalCopier(ctx context.Context) {
-	batch := make([]Entry, 0, 256)
-	flush := func(ctx context.Context) {
-		if len(batch) == 0 {
-			return
-		}
-		// On error (Redis down) the copies are dropped: nothing grows without
-		// bound in memory, and the practitioners' streams hold the
-		// authoritative entries.
-		_ = l.AppendGlobal(ctx, batch...)
-		batch = batch[:0]
-	}
-	tick := time.NewTicker(copyEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			for {
-				select {
-				case e := <-l.copies:
-					batch = append(batch, e)
-				default:
-					fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-					flush(fctx)
-					cancel()
-					return
-				}
-			}
-		case e := <-l.copies:
-			batch = append(batch, e)
-			if len(batch) == cap(batch) {
-				flush(ctx)
-			}
-		case <-tick.C:
-			flush(ctx)
-		}
-	}
 }
 
 var cursorRE = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)

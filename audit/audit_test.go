@@ -188,7 +188,9 @@ func TestListOutOfRangeCursor(t *testing.T) {
 	}
 }
 
-func TestAppendWritesSubjectAndGlobal(t *testing.T) {
+// Append writes an entry once: to its practitioner's stream, or to the
+// system stream when it concerns no practitioner.
+func TestAppendWritesOneStream(t *testing.T) {
 	ctx := context.Background()
 	l, rdb := newLog(t, time.Hour)
 	if err := l.Append(ctx, entry("s", 1, time.Now())); err != nil {
@@ -197,34 +199,17 @@ func TestAppendWritesSubjectAndGlobal(t *testing.T) {
 	if n := rdb.XLen(ctx, l.SubjectStream("s")).Val(); n != 1 {
 		t.Fatalf("subject stream has %d entries", n)
 	}
-	if n := rdb.XLen(ctx, l.globalStream()).Val(); n != 1 {
-		t.Fatalf("global stream has %d entries", n)
+	if n := rdb.XLen(ctx, l.systemStream()).Val(); n != 0 {
+		t.Fatalf("system stream has %d entries: a practitioner's entry is written once, in their stream", n)
 	}
-	// No subject: only the global stream.
 	if err := l.Append(ctx, entry("", 2, time.Now())); err != nil {
 		t.Fatal(err)
 	}
-	if n := rdb.XLen(ctx, l.globalStream()).Val(); n != 2 {
-		t.Fatalf("global stream has %d entries", n)
+	if n := rdb.XLen(ctx, l.systemStream()).Val(); n != 1 {
+		t.Fatalf("system stream has %d entries", n)
 	}
 	if n := rdb.XLen(ctx, l.SubjectStream("")).Val(); n != 0 {
 		t.Fatalf("empty subject got a stream of %d entries", n)
-	}
-	// Same entry JSON in both streams.
-	sub := rdb.XRange(ctx, l.SubjectStream("s"), "-", "+").Val()
-	glob := rdb.XRange(ctx, l.globalStream(), "-", "+").Val()
-	if sub[0].Values["e"] != glob[0].Values["e"] {
-		t.Fatalf("subject %v != global %v", sub[0].Values, glob[0].Values)
-	}
-	// AppendGlobal writes the global stream only.
-	if err := l.AppendGlobal(ctx, entry("s", 3, time.Now()), entry("s", 4, time.Now())); err != nil {
-		t.Fatal(err)
-	}
-	if n := rdb.XLen(ctx, l.globalStream()).Val(); n != 4 {
-		t.Fatalf("global stream has %d entries", n)
-	}
-	if n := rdb.XLen(ctx, l.SubjectStream("s")).Val(); n != 1 {
-		t.Fatalf("subject stream has %d entries", n)
 	}
 }
 
@@ -276,8 +261,11 @@ func TestSubjectStreamExpire(t *testing.T) {
 	if d := rdb.TTL(ctx, l.SubjectStream("s")).Val(); d <= 80*time.Second || d > 90*time.Second {
 		t.Fatalf("subject stream TTL %v, want the retention (90 s)", d)
 	}
-	if d := rdb.TTL(ctx, l.globalStream()).Val(); d != -1 {
-		t.Fatalf("global stream TTL %v, want none", d)
+	if err := l.Append(ctx, entry("", 2, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if d := rdb.TTL(ctx, l.systemStream()).Val(); d != -1 {
+		t.Fatalf("system stream TTL %v, want none (trimmed by MINID)", d)
 	}
 	// A later append renews the TTL.
 	if err := rdb.Expire(ctx, l.SubjectStream("s"), 10*time.Second).Err(); err != nil {
@@ -342,12 +330,12 @@ func TestRetentionPastTimeTrimsNothing(t *testing.T) {
 	}
 }
 
-// Trimming as time passes, on the global stream (the subject stream would
+// Trimming as time passes, on the system stream (the subject stream would
 // expire as a whole after the retention with no append in between). Entry
 // times are whole seconds in production (Time.Truncate(time.Second)), so the
 // MINID may lag the clock by up to 1 s more than the retention: the test
 // waits retention + 1 s + margin.
-func TestRetentionTrimsGlobalStream(t *testing.T) {
+func TestRetentionTrimsSystemStream(t *testing.T) {
 	ctx := context.Background()
 	l, rdb := newLog(t, time.Second)
 	const old = 250
@@ -360,11 +348,11 @@ func TestRetentionTrimsGlobalStream(t *testing.T) {
 	if err := l.Append(ctx, entry("", old, time.Now())); err != nil {
 		t.Fatal(err)
 	}
-	n := rdb.XLen(ctx, l.globalStream()).Val()
+	n := rdb.XLen(ctx, l.systemStream()).Val()
 	if n > old+1-100 {
 		t.Fatalf("XLEN %d after the retention: no whole node of old entries was trimmed", n)
 	}
-	last := rdb.XRevRangeN(ctx, l.globalStream(), "+", "-", 1).Val()
+	last := rdb.XRevRangeN(ctx, l.systemStream(), "+", "-", 1).Val()
 	if len(last) != 1 || !strings.Contains(last[0].Values["e"].(string), fmt.Sprintf(`"n":%d`, old)) {
 		t.Fatalf("newest entry lost: %v", last)
 	}
@@ -402,87 +390,8 @@ func TestRetentionUsesEntryTime(t *testing.T) {
 	if n := rdb.XLen(ctx, l.SubjectStream("s")).Val(); n > old+2-100 {
 		t.Fatalf("subject XLEN %d: MINID from the entry's Time trimmed no whole node", n)
 	}
-	if n := rdb.XLen(ctx, l.globalStream()).Val(); n > old+2-100 {
-		t.Fatalf("global XLEN %d: MINID from the entry's Time trimmed no whole node", n)
-	}
 	entries, _, err := l.List(ctx, "s", "", 2)
 	if err != nil || len(entries) != 2 || nth(t, entries[0]) != old+1 || nth(t, entries[1]) != old {
 		t.Fatalf("newest entries: %v %v", entries, err)
-	}
-}
-
-func TestCopyGlobalLater(t *testing.T) {
-	l, rdb := newLog(t, time.Hour)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); l.RunGlobalCopier(ctx) }()
-	defer func() { cancel(); <-done }()
-
-	l.CopyGlobalLater(ctx, entry("s", 1, time.Now()), entry("s", 2, time.Now()))
-	start := time.Now()
-	for rdb.XLen(ctx, l.globalStream()).Val() != 2 {
-		if time.Since(start) > 100*time.Millisecond {
-			t.Fatalf("copies not written within 100 ms (XLEN %d)", rdb.XLen(ctx, l.globalStream()).Val())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	// Global only: the subject stream is the domain script's.
-	if n := rdb.XLen(ctx, l.SubjectStream("s")).Val(); n != 0 {
-		t.Fatalf("subject stream has %d entries", n)
-	}
-	glob := rdb.XRange(ctx, l.globalStream(), "-", "+").Val()
-	if !strings.Contains(glob[0].Values["e"].(string), `"n":1`) || !strings.Contains(glob[1].Values["e"].(string), `"n":2`) {
-		t.Fatalf("order: %v", glob)
-	}
-}
-
-func TestRunGlobalCopierFlushesOnStop(t *testing.T) {
-	l, rdb := newLog(t, time.Hour)
-	// Queued before the copier runs, with its ctx already ended: the copier
-	// must still write every one (with a context of its own).
-	for i := 0; i < 300; i++ {
-		l.CopyGlobalLater(context.Background(), entry("s", i, time.Now()))
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	done := make(chan struct{})
-	go func() { defer close(done); l.RunGlobalCopier(ctx) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("RunGlobalCopier did not return after its ctx ended")
-	}
-	if n := rdb.XLen(context.Background(), l.globalStream()).Val(); n != 300 {
-		t.Fatalf("global XLEN %d after stop, want 300", n)
-	}
-}
-
-func TestRunGlobalCopierFlushesRestOnStop(t *testing.T) {
-	l, rdb := newLog(t, time.Hour)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); l.RunGlobalCopier(ctx) }()
-	// Queue and stop at once, well before the first tick.
-	for i := 0; i < 10; i++ {
-		l.CopyGlobalLater(ctx, entry("s", i, time.Now()))
-	}
-	cancel()
-	<-done
-	if n := rdb.XLen(context.Background(), l.globalStream()).Val(); n != 10 {
-		t.Fatalf("global XLEN %d after stop, want 10", n)
-	}
-}
-
-// A full queue writes the copy at once rather than dropping it.
-func TestCopyGlobalLaterQueueFull(t *testing.T) {
-	l, rdb := newLog(t, time.Hour)
-	l.copies = make(chan Entry, 2)
-	ctx := context.Background()
-	l.CopyGlobalLater(ctx, entry("s", 1, time.Now()), entry("s", 2, time.Now()), entry("s", 3, time.Now()), entry("s", 4, time.Now()))
-	if n := rdb.XLen(ctx, l.globalStream()).Val(); n != 2 {
-		t.Fatalf("global XLEN %d, want the 2 that did not fit", n)
-	}
-	if len(l.copies) != 2 {
-		t.Fatalf("%d queued", len(l.copies))
 	}
 }

@@ -189,8 +189,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 	keep := expires.Sub(now) + keepAfterEnd
 	entry := audit.Entry{Time: now.Truncate(time.Second), Event: EventCreated, Subject: subject,
 		Actor:   audit.Actor{Type: audit.ActorClient, ID: req.Client.ID},
-		Details: map[string]any{"challenge_id": challengeID, "kind": kind, "expires_at": expires.Truncate(time.Second).Format(time.RFC3339)},
-		Op:      EventCreated + ":" + challengeID}
+		Details: map[string]any{"challenge_id": challengeID, "kind": kind, "expires_at": expires.Truncate(time.Second).Format(time.RFC3339)}}
 
 	p := s.rdb.Pipeline()
 	p.HSet(ctx, s.keys.auth(tag), fields...)
@@ -216,8 +215,8 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 	}
 	out := Created{AuthReqID: tag + "." + authSecret, ExpiresIn: expiry, Interval: interval, VerificationNumber: number}
 	if subject == "" {
+		// Audited when claimed: until then it concerns no practitioner.
 		out.LoginURL = strings.TrimRight(s.opts.PublicURL, "/") + "/login/" + tag + "." + loginSecret
-		s.audit.CopyGlobalLater(ctx, entry)
 		return out, nil
 	}
 
@@ -231,16 +230,10 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 			return Created{}, ErrNoActiveDevice
 		case len(vals) == 3 && vals[0] == "limit":
 			ms, _ := strconv.ParseInt(vals[2], 10, 64)
-			limit := entry
-			limit.Event = EventLimitHit
-			limit.Details = map[string]any{"limit": vals[1], "kind": kind}
-			limit.Op = EventLimitHit + ":" + challengeID
-			s.audit.CopyGlobalLater(ctx, limit)
 			return Created{}, &LimitError{Limit: vals[1], RetryAfter: time.Duration(ms) * time.Millisecond}
 		}
 		return Created{}, fmt.Errorf("create authentication: unexpected %v", vals)
 	}
-	s.audit.CopyGlobalLater(ctx, entry)
 	jobs := make([]push.Job, 0, (len(vals)-1)/2)
 	for i := 1; i+1 < len(vals); i += 2 {
 		jobs = append(jobs, push.Job{ChallengeID: challengeID, DeviceID: vals[i], Token: vals[i+1], ExpiresAt: expires})
@@ -356,8 +349,7 @@ func (s *Service) Cancel(ctx context.Context, clientID, authReqID string) error 
 	}
 	subject, challengeID := vals[1], "chl_"+tag
 	entry := audit.Entry{Time: now.Truncate(time.Second), Event: EventCancelled, Subject: subject,
-		Actor: audit.Actor{Type: audit.ActorClient, ID: clientID}, Details: map[string]any{"challenge_id": challengeID},
-		Op: EventCancelled + ":" + challengeID}
+		Actor: audit.Actor{Type: audit.ActorClient, ID: clientID}, Details: map[string]any{"challenge_id": challengeID}}
 	p := s.rdb.Pipeline()
 	if subject != "" {
 		ej, minID, ttl := s.audit.ScriptArgs(entry)
@@ -368,7 +360,6 @@ func (s *Service) Cancel(ctx context.Context, clientID, authReqID string) error 
 	if _, err := p.Exec(ctx); err != nil {
 		return fmt.Errorf("cancel: %w", err)
 	}
-	s.audit.CopyGlobalLater(ctx, entry)
 	return nil
 }
 
@@ -540,8 +531,7 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 	// The decision won: audit it, keep the counters, then make it readable.
 	actor := audit.Actor{Type: audit.ActorDevice, ID: dev.ID}
 	details := map[string]any{"challenge_id": challengeID, "client_id": clientID}
-	decided := audit.Entry{Time: now.Truncate(time.Second), Event: EventApproved, Subject: dev.Subject, Actor: actor, Details: details,
-		Op: "authentication.decided:" + challengeID}
+	decided := audit.Entry{Time: now.Truncate(time.Second), Event: EventApproved, Subject: dev.Subject, Actor: actor, Details: details}
 	if status != "approved" {
 		decided.Event = EventDenied
 		decided.Details = map[string]any{"challenge_id": challengeID, "client_id": clientID, "reason": reason}
@@ -549,7 +539,7 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 		details["uv"] = claims.UV
 	}
 	fraud := audit.Entry{Time: decided.Time, Event: EventFraud, Subject: dev.Subject, Actor: actor,
-		Details: map[string]any{"challenge_id": challengeID, "client_id": clientID}, Op: EventFraud + ":" + challengeID}
+		Details: map[string]any{"challenge_id": challengeID, "client_id": clientID}}
 	dj, minID, ttl := s.audit.ScriptArgs(decided)
 	fj, _, _ := s.audit.ScriptArgs(fraud)
 	if err := afterDecisionScript.Run(ctx, s.rdb,
@@ -564,11 +554,6 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 	s.hub.publish(ctx, p, tag)
 	if _, err := p.Exec(ctx); err != nil {
 		return fmt.Errorf("publish decision: %w", err)
-	}
-	if reason == "fraud" {
-		s.audit.CopyGlobalLater(ctx, decided, fraud)
-	} else {
-		s.audit.CopyGlobalLater(ctx, decided)
 	}
 	return nil
 }
@@ -595,14 +580,12 @@ func (s *Service) Claim(ctx context.Context, dev Device, qrToken string) (Challe
 	c := challengeFrom(tag, h)
 	entry := audit.Entry{Time: now.Truncate(time.Second), Event: EventCreated, Subject: dev.Subject,
 		Actor:   audit.Actor{Type: audit.ActorClient, ID: h["client_id"]},
-		Details: map[string]any{"challenge_id": c.ChallengeID, "kind": "qr", "claimed_by": dev.ID, "expires_at": c.ExpiresAt.Format(time.RFC3339)},
-		Op:      "authentication.claimed:" + c.ChallengeID}
+		Details: map[string]any{"challenge_id": c.ChallengeID, "kind": "qr", "claimed_by": dev.ID, "expires_at": c.ExpiresAt.Format(time.RFC3339)}}
 	ej, minID, ttl := s.audit.ScriptArgs(entry)
 	if err := claimedScript.Run(ctx, s.rdb, []string{s.keys.pending(dev.Subject), s.audit.SubjectStream(dev.Subject), s.keys.ended(dev.Subject, c.ChallengeID)},
 		c.ChallengeID, h["expires_ms"], ej, minID, ttl, now.UnixMilli()).Err(); err != nil {
 		return Challenge{}, fmt.Errorf("claim: %w", err)
 	}
-	s.audit.CopyGlobalLater(ctx, entry)
 	return c, nil
 }
 

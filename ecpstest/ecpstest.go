@@ -42,7 +42,6 @@ func Start(t testing.TB, opts Options) string {
 	t.Cleanup(cancel)
 	logger := slog.New(slog.DiscardHandler)
 	auditLog := audit.New(rdb, prefix, 400*24*time.Hour)
-	go auditLog.RunGlobalCopier(ctx)
 	hub := challenge.NewHub(rdb, prefix, logger)
 	go hub.Run(ctx)
 	enrol := enrollment.New(rdb, auditLog, enrollment.Options{KeyPrefix: prefix, PublicURL: publicURL, ProofMaxSkew: 60 * time.Second})

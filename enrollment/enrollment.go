@@ -179,8 +179,7 @@ func (s *Service) CreateActivation(ctx context.Context, subject idnat.ID, actor 
 	sub := subject.String()
 
 	entry := audit.Entry{Time: now, Event: audit.ActivationCreated, Subject: sub, Actor: actor,
-		Details: map[string]any{"activation_id": id, "expires_at": expires.Format(time.RFC3339)},
-		Op:      "activation.created:" + id}
+		Details: map[string]any{"activation_id": id, "expires_at": expires.Format(time.RFC3339)}}
 	ej, minID, ttl := s.audit.ScriptArgs(entry)
 	res, err := createActivationScript.Run(ctx, s.rdb,
 		[]string{s.keys.devices(sub), s.keys.activationState(sub, id), s.audit.SubjectStream(sub)},
@@ -193,10 +192,7 @@ func (s *Service) CreateActivation(ctx context.Context, subject idnat.ID, actor 
 	}
 	stored, _ := json.Marshal(storedActivation{Subject: sub, SecretHash: token.SHA256Hex(secret),
 		CodeHash: token.SHA256Hex(normalizeCode(code)), ExpiresAt: expires.Format(time.RFC3339)})
-	p := s.rdb.Pipeline()
-	p.Set(ctx, s.keys.activation(id), stored, keep)
-	s.audit.QueueGlobal(ctx, p, entry)
-	if _, err := p.Exec(ctx); err != nil {
+	if err := s.rdb.Set(ctx, s.keys.activation(id), stored, keep).Err(); err != nil {
 		return Activation{}, fmt.Errorf("create activation: %w", err)
 	}
 
@@ -345,8 +341,7 @@ func (s *Service) Enrol(ctx context.Context, req EnrolRequest) (Device, error) {
 	entry := audit.Entry{Time: now, Event: audit.DeviceEnrolled, Subject: act.Subject,
 		Actor: audit.Actor{Type: audit.ActorDevice, ID: deviceID},
 		Details: map[string]any{"activation_id": req.ActivationID, "device_id": deviceID,
-			"platform": req.Platform, "model": req.Model, "app_version": req.AppVersion},
-		Op: "device.enrolled:" + deviceID}
+			"platform": req.Platform, "model": req.Model, "app_version": req.AppVersion}}
 	ej, minID, ttl := s.audit.ScriptArgs(entry)
 	p = s.rdb.Pipeline()
 	p.Set(ctx, s.keys.device(deviceID), pj, 0)
@@ -366,12 +361,6 @@ func (s *Service) Enrol(ctx context.Context, req EnrolRequest) (Device, error) {
 		return release(ErrDeviceLimit)
 	default:
 		return release(ErrActivationEnded)
-	}
-
-	// Round trip 3: the operators' copy of the audit entry (written once
-	// whatever the retries: its op names the device).
-	if err := s.audit.AppendGlobal(ctx, entry); err != nil {
-		return Device{}, err
 	}
 	return decodeDevice(vals[1])
 }
@@ -441,8 +430,6 @@ func (s *Service) failAttempt(ctx context.Context, act storedActivation, id stri
 	destroyed := audit.Entry{Time: now, Event: audit.ActivationDestroyed, Subject: act.Subject, Actor: audit.System,
 		Details: map[string]any{"activation_id": id, "reason": "attempts_exhausted"}}
 	op := token.New(12) // this attempt: counted once whatever go-redis resends
-	failed.Op = "activation.failed:" + op
-	destroyed.Op = "activation.destroyed:" + id
 	fj, minID, ttl := s.audit.ScriptArgs(failed)
 	dj, _, _ := s.audit.ScriptArgs(destroyed)
 	res, err := failAttemptScript.Run(ctx, s.rdb,
@@ -451,17 +438,8 @@ func (s *Service) failAttempt(ctx context.Context, act storedActivation, id stri
 	if err != nil {
 		return fmt.Errorf("activation attempt: %w", err)
 	}
-	switch res {
-	case "gone":
+	if res == "gone" {
 		return ErrActivationEnded
-	case "destroyed":
-		if err := s.audit.AppendGlobal(ctx, failed, destroyed); err != nil {
-			return err
-		}
-	default:
-		if err := s.audit.AppendGlobal(ctx, failed); err != nil {
-			return err
-		}
 	}
 	return ErrWrongSecret
 }
@@ -517,7 +495,7 @@ func (s *Service) Transition(ctx context.Context, deviceID, action string, actor
 	}
 	op := token.New(12)
 	entry := audit.Entry{Time: s.now(), Event: event, Subject: ptr.Subject, Actor: actor,
-		Details: map[string]any{"device_id": deviceID}, Op: event + ":" + op}
+		Details: map[string]any{"device_id": deviceID}}
 	ej, minID, ttl := s.audit.ScriptArgs(entry)
 	res, err := transitionScript.Run(ctx, s.rdb, []string{s.keys.devices(ptr.Subject), s.audit.SubjectStream(ptr.Subject)},
 		deviceID, action, ej, minID, ttl, op).StringSlice()
@@ -529,10 +507,6 @@ func (s *Service) Transition(ctx context.Context, deviceID, action string, actor
 		return Device{}, ErrNotFound
 	case "revoked":
 		return Device{}, ErrRevoked
-	case "changed":
-		if err := s.audit.AppendGlobal(ctx, entry); err != nil {
-			return Device{}, err
-		}
 	}
 	return decodeDevice(res[1])
 }
@@ -568,20 +542,14 @@ func (s *Service) ClearPushToken(ctx context.Context, deviceID, deadToken, reaso
 	}
 	op := token.New(12)
 	entry := audit.Entry{Time: s.now(), Event: audit.DevicePushTokenClear, Subject: ptr.Subject, Actor: audit.System,
-		Details: map[string]any{"device_id": deviceID, "reason": reason}, Op: audit.DevicePushTokenClear + ":" + op}
+		Details: map[string]any{"device_id": deviceID, "reason": reason}}
 	ej, minID, ttl := s.audit.ScriptArgs(entry)
 	res, err := clearPushTokenScript.Run(ctx, s.rdb, []string{s.keys.devices(ptr.Subject), s.audit.SubjectStream(ptr.Subject)},
 		deviceID, deadToken, ej, minID, ttl, op).Text()
 	if err != nil {
 		return false, fmt.Errorf("clear push token: %w", err)
 	}
-	if res != "cleared" {
-		return false, nil
-	}
-	if err := s.audit.AppendGlobal(ctx, entry); err != nil {
-		return true, err
-	}
-	return true, nil
+	return res == "cleared", nil
 }
 
 // ---- Request proofs ----

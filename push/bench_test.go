@@ -17,18 +17,6 @@ import (
 	"github.com/ecps-sante/ecps/redistest"
 )
 
-// tripCounter counts what a client sends to Redis: a command or a pipeline
-// is one round trip.
-type tripCounter struct{ n atomic.Int64 }
-
-func (c *tripCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { c.n.Add(1); return next(ctx, cmd) }
-}
-func (c *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { c.n.Add(1); return next(ctx, cmds) }
-}
-
 // BenchmarkQueue pushes b.N pushes (one device per login) through two
 // replicas' queues, the real SDK and the fake FCM, on a real Redis. It
 // reports the throughput, the Redis round trips per push of the workers
@@ -47,7 +35,7 @@ func benchQueue(b *testing.B, rate int) {
 	base, prefix := redistest.Client(b)
 	workers := redis.NewClient(base.(*redis.Client).Options())
 	defer workers.Close()
-	trips := &tripCounter{}
+	trips := &redistest.RoundTrips{}
 	workers.AddHook(trips)
 	fake := fcmtest.New(b, testProject)
 	fcm := newTestFCM(b, fake)
@@ -70,7 +58,7 @@ func benchQueue(b *testing.B, rate int) {
 	enqueued := make([]time.Time, n)
 	exp := time.Now().Add(5 * time.Minute)
 	b.ResetTimer()
-	trips.n.Store(0)
+	trips.Reset()
 	start := time.Now()
 	var next atomic.Int64
 	producers := 8
@@ -121,7 +109,7 @@ func benchQueue(b *testing.B, rate int) {
 	slices.Sort(lat)
 	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
 	b.ReportMetric(float64(n)/elapsed.Seconds(), "pushes/s")
-	b.ReportMetric(float64(trips.n.Load())/float64(n), "worker-rt/push")
+	b.ReportMetric(float64(trips.N())/float64(n), "worker-rt/push")
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
 	b.ReportMetric(0, "ns/op")

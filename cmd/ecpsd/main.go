@@ -114,8 +114,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	auditLog := audit.New(rdb, cfg.File.Redis.KeyPrefix, cfg.AuditRetention)
 	hub := challenge.NewHub(rdb, cfg.File.Redis.KeyPrefix, log)
 	limiter := ratelimit.New(rdb, cfg.File.Redis.KeyPrefix, cfg.File.Limits.ClientRPS, ratelimit.Options{Logger: log})
-	workers.Add(3)
-	go func() { defer workers.Done(); auditLog.RunGlobalCopier(bg) }()
+	workers.Add(2)
 	go func() { defer workers.Done(); hub.Run(bg) }()
 	go func() { defer workers.Done(); limiter.Run(bg) }()
 	enrol := enrollment.New(rdb, auditLog, enrollment.Options{

@@ -1,0 +1,82 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ecps-sante/ecps/challenge"
+	"github.com/ecps-sante/ecps/enrollment"
+	"github.com/ecps-sante/ecps/redistest"
+)
+
+// TestLoginCost counts what a push login costs Redis: the round trips the
+// replica's client makes and the commands Redis runs (scripts' commands
+// included, from INFO commandstats of a server of the test's own), for the
+// IdP's create, the phone's list, the decision and the IdP's poll. Counts,
+// not times: it cannot flake on a busy machine.
+func TestLoginCost(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	trips := &redistest.RoundTrips{}
+	rdb.AddHook(trips)
+	e := newEnvWith(t, rdb, redistest.Prefix(), 1, func(_ *enrollment.Options, o *challenge.Options) {
+		o.PendingPerSubject = 1 << 30
+		o.PushesPerSubject = 1 << 30
+	})
+	p := e.newPushDevice(subjectA)
+	login := func() {
+		c := e.createAuth(map[string]any{"login_hint": subjectA, "binding_message": "cost"})
+		<-e.pushes.Jobs()
+		r := e.call(e.url(), p, "GET", "/api/v1/device/challenges", nil)
+		var list struct{ Challenges []map[string]any }
+		_ = json.Unmarshal(r.Body, &list)
+		if len(list.Challenges) != 1 {
+			t.Fatalf("challenges %s", r.Body)
+		}
+		ch := list.Challenges[0]
+		e.respond(0, p, ch["challenge_id"].(string), p.decision(t, e.clock.Now(), ch, "approve", c.VerificationNumber)).
+			wantStatus(t, http.StatusNoContent)
+		e.poll(0, c, "?wait=5").wantStatus(t, http.StatusOK)
+	}
+	login() // warm: scripts loaded, device key cached
+	time.Sleep(100 * time.Millisecond)
+	ctx := context.Background()
+	before, err := redistest.CommandCalls(ctx, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trips.Reset()
+	const n = 20
+	for range n {
+		login()
+	}
+	rt := trips.N()
+	time.Sleep(150 * time.Millisecond) // the audit copier's last batch
+	after, err := redistest.CommandCalls(ctx, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	var parts []string
+	for name, calls := range after {
+		if d := calls - before[name]; d > 0 && name != "info" {
+			total += d
+			parts = append(parts, name+"="+strconvF(float64(d)/n))
+		}
+	}
+	sort.Strings(parts)
+	t.Logf("per login: %.2f round trips, %.2f commands (%s)", float64(rt)/n, float64(total)/n, strings.Join(parts, " "))
+}
+
+func strconvF(f float64) string {
+	b, _ := json.Marshal(float64(int(f*100+0.5)) / 100)
+	return string(b)
+}
