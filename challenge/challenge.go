@@ -281,14 +281,14 @@ func (s *Service) Poll(ctx context.Context, clientID, authReqID string, wait tim
 		}
 		return pollResult(vals)
 	}
-	res, err := read(true)
-	if !errors.Is(err, ErrPending) || wait <= 0 {
-		return res, err
+	if wait <= 0 {
+		return read(true)
 	}
+	// The waiter is registered before the first read: a decision taken
+	// after the read wakes it, and one taken before is seen by the read.
 	woken, done := s.hub.register(tag)
 	defer done()
-	// Re-read after subscribing: a decision taken in between is not lost.
-	if res, err = read(false); !errors.Is(err, ErrPending) {
+	if res, err := read(true); !errors.Is(err, ErrPending) {
 		return res, err
 	}
 	timer := time.NewTimer(wait)
@@ -296,7 +296,7 @@ func (s *Service) Poll(ctx context.Context, clientID, authReqID string, wait tim
 	for {
 		select {
 		case <-woken:
-			if res, err = read(false); !errors.Is(err, ErrPending) {
+			if res, err := read(false); !errors.Is(err, ErrPending) {
 				return res, err
 			}
 		case <-timer.C:
@@ -356,8 +356,7 @@ func (s *Service) Cancel(ctx context.Context, clientID, authReqID string) error 
 		cancelledScript.Eval(ctx, p, []string{s.keys.pending(subject), s.audit.SubjectStream(subject), s.keys.ended(subject, challengeID)},
 			challengeID, ej, minID, ttl, endedTTL(now, vals[2]).Milliseconds())
 	}
-	s.hub.publish(ctx, p, tag)
-	if _, err := p.Exec(ctx); err != nil {
+	if err := s.hub.announce(ctx, p, tag); err != nil {
 		return fmt.Errorf("cancel: %w", err)
 	}
 	return nil
@@ -551,8 +550,7 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 	}
 	p := s.rdb.Pipeline()
 	p.HSet(ctx, s.keys.auth(tag), "audited", "1")
-	s.hub.publish(ctx, p, tag)
-	if _, err := p.Exec(ctx); err != nil {
+	if err := s.hub.announce(ctx, p, tag); err != nil {
 		return fmt.Errorf("publish decision: %w", err)
 	}
 	return nil

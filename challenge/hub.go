@@ -78,13 +78,21 @@ func (h *Hub) channelOf(tag string) string {
 	return h.channels[f.Sum32()%uint32(len(h.channels))]
 }
 
-// publish queues on p the wake-up for authentication tag.
-func (h *Hub) publish(ctx context.Context, p redis.Pipeliner, tag string) {
-	if h.sharded {
-		p.SPublish(ctx, h.channelOf(tag), tag)
-	} else {
+// announce runs p, whose writes must be visible before the wake-up, then
+// wakes the waiters of authentication tag on every replica. On one Redis
+// the PUBLISH rides in p, after its writes. A Cluster runs a pipeline's
+// commands on their nodes in parallel: there the SPUBLISH is sent once p's
+// replies are in, or a waiter could wake before the write it must read.
+func (h *Hub) announce(ctx context.Context, p redis.Pipeliner, tag string) error {
+	if !h.sharded {
 		p.Publish(ctx, h.channelOf(tag), tag)
+		_, err := p.Exec(ctx)
+		return err
 	}
+	if _, err := p.Exec(ctx); err != nil {
+		return err
+	}
+	return h.rdb.SPublish(ctx, h.channelOf(tag), tag).Err()
 }
 
 // Run keeps the subscriptions until ctx ends.
