@@ -14,7 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/ecps-sante/ecps/directory/internal/synth"
+	"github.com/ecps-sante/ecps/directory/directorytest"
 	"github.com/ecps-sante/ecps/redistest"
 )
 
@@ -39,7 +39,7 @@ func syntheticFile(b *testing.B, n int) string {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := synth.Write(f, synth.Options{Lines: n, Seed: 1}); err != nil {
+	if _, err := directorytest.Write(f, directorytest.Options{Lines: n, Seed: 1}); err != nil {
 		b.Fatal(err)
 	}
 	return path

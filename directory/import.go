@@ -66,7 +66,7 @@ type ShrinkError struct {
 }
 
 func (e *ShrinkError) Error() string {
-	return fmt.Sprintf("directory: the new version holds %d entries, fewer than %.0f%% of the current one's %d: the current version stays (force to switch anyway)",
+	return fmt.Sprintf("directory: the new version holds %d entries, fewer than %.0f%% of the current one's %d: the current version stays",
 		e.Entries, e.MinRatio*100, e.Current)
 }
 

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/text/encoding/charmap"
 
-	"github.com/ecps-sante/ecps/directory/internal/synth"
+	"github.com/ecps-sante/ecps/directory/directorytest"
 	"github.com/ecps-sante/ecps/idnat"
 )
 
@@ -38,7 +38,7 @@ const (
 	idLemaitr = "810007890121" // Windows-1252 file
 )
 
-var header = synth.Line(synth.ActivityHeader) + "\n"
+var header = directorytest.Line(directorytest.ActivityHeader) + "\n"
 
 // row is a complete activity line; set overrides columns by name.
 func row(id string, set map[string]string) string {
@@ -57,16 +57,16 @@ func row(id string, set map[string]string) string {
 		"Code Département (structure)": "69", "Téléphone (coord. structure)": "0400000000",
 	}
 	for k, val := range set {
-		if !slices.Contains(synth.ActivityHeader, k) {
+		if !slices.Contains(directorytest.ActivityHeader, k) {
 			panic("no column " + k)
 		}
 		v[k] = val
 	}
-	out := make([]string, len(synth.ActivityHeader))
-	for i, name := range synth.ActivityHeader {
+	out := make([]string, len(directorytest.ActivityHeader))
+	for i, name := range directorytest.ActivityHeader {
 		out[i] = v[name]
 	}
-	return synth.Line(out) + "\n"
+	return directorytest.Line(out) + "\n"
 }
 
 func parseAll(t testing.TB, r io.Reader, kind FileKind) ([]*Identity, FileStats) {
@@ -238,7 +238,7 @@ func TestParseColumnsByName(t *testing.T) {
 				f[j] = strings.ToUpper(f[j])
 			}
 		}
-		b.WriteString(synth.Line(append([]string{extra}, f...)) + "\n")
+		b.WriteString(directorytest.Line(append([]string{extra}, f...)) + "\n")
 	}
 	got, st := parseString(t, b.String())
 	if !reflect.DeepEqual(got, want) {
@@ -357,14 +357,14 @@ func TestParseRejects(t *testing.T) {
 		{"too_many_specialties", ActivityFile, many(MaxSpecialties+1, func(i int) map[string]string {
 			return map[string]string{"Code savoir-faire": strings.Repeat("S", i+1)}
 		}), RejectTooManySpecialties, []int64{MaxSpecialties + 2}, 1},
-		{"no_specialty", SavoirFaireFile, synth.Line([]string{"8", id[1:], id, "MARTIN", "Jean", "10", "Médecin", "C", "Civil", "", "", "", ""}) + "\n",
+		{"no_specialty", SavoirFaireFile, directorytest.Line([]string{"8", id[1:], id, "MARTIN", "Jean", "10", "Médecin", "C", "Civil", "", "", "", ""}) + "\n",
 			RejectNoSpecialty, []int64{2}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := header
 			if tt.kind == SavoirFaireFile {
-				h = synth.Line(synth.SavoirFaireHeader) + "\n"
+				h = directorytest.Line(directorytest.SavoirFaireHeader) + "\n"
 			}
 			runs, st := parseAll(t, strings.NewReader(h+tt.body), tt.kind)
 			if len(runs) != tt.runs {
@@ -411,7 +411,7 @@ func TestParseHeaderMissingColumn(t *testing.T) {
 		})
 	}
 	t.Run("savoir-faire", func(t *testing.T) {
-		h := strings.Replace(synth.Line(synth.SavoirFaireHeader), "Libellé savoir-faire", "Libelle", 1)
+		h := strings.Replace(directorytest.Line(directorytest.SavoirFaireHeader), "Libellé savoir-faire", "Libelle", 1)
 		_, err := NewParser(strings.NewReader(h+"\n"), SavoirFaireFile)
 		var he *HeaderError
 		if !errors.As(err, &he) || !slices.Equal(he.Missing, []string{"Libellé savoir-faire"}) || he.Kind != SavoirFaireFile {

@@ -16,7 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/ecps-sante/ecps/directory/internal/synth"
+	"github.com/ecps-sante/ecps/directory/directorytest"
 	"github.com/ecps-sante/ecps/redistest"
 )
 
@@ -332,7 +332,7 @@ func TestImportHeaderRefused(t *testing.T) {
 func synthetic(t testing.TB, lines int, seed uint64) []byte {
 	t.Helper()
 	var b bytes.Buffer
-	if _, err := synth.Write(&b, synth.Options{Lines: lines, Seed: seed}); err != nil {
+	if _, err := directorytest.Write(&b, directorytest.Options{Lines: lines, Seed: seed}); err != nil {
 		t.Fatal(err)
 	}
 	return b.Bytes()
@@ -340,7 +340,7 @@ func synthetic(t testing.TB, lines int, seed uint64) []byte {
 
 func remark(t testing.TB, extract []byte, mark string) []byte {
 	t.Helper()
-	col := slices.Index(synth.ActivityHeader, "Nom d'exercice")
+	col := slices.Index(directorytest.ActivityHeader, "Nom d'exercice")
 	lines := bytes.Split(extract, []byte("\n"))
 	for i := 1; i < len(lines); i++ {
 		f := bytes.Split(lines[i], []byte("|"))

@@ -1,5 +1,5 @@
 // Command gen writes a synthetic extract of the public RPPS directory in the
-// published format (package synth), for benchmarks and load tests:
+// published format (package directorytest), for benchmarks and load tests:
 //
 //	go run ./directory/internal/gen -lines 2300000 -out /tmp/PS_LibreAcces_Personne_activite_synth.txt
 //	go run ./directory/internal/gen -lines 1000 -cp1252 -crlf > small.txt
@@ -15,7 +15,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/ecps-sante/ecps/directory/internal/synth"
+	"github.com/ecps-sante/ecps/directory/directorytest"
 )
 
 func main() {
@@ -27,14 +27,14 @@ func main() {
 	cp1252 := flag.Bool("cp1252", false, "encode as Windows-1252 instead of UTF-8")
 	crlf := flag.Bool("crlf", false, "end lines with CRLF")
 	flag.Parse()
-	opt := synth.Options{Lines: *lines, Seed: *seed, Windows1252: *cp1252, CRLF: *crlf}
+	opt := directorytest.Options{Lines: *lines, Seed: *seed, Windows1252: *cp1252, CRLF: *crlf}
 	if err := run(opt, *out, *sfOut, *zipOut); err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)
 		os.Exit(1)
 	}
 }
 
-func run(opt synth.Options, out, sfOut, zipOut string) error {
+func run(opt directorytest.Options, out, sfOut, zipOut string) error {
 	if zipOut != "" {
 		return writeZip(opt, zipOut)
 	}
@@ -55,7 +55,7 @@ func run(opt synth.Options, out, sfOut, zipOut string) error {
 		defer f.Close()
 		opt.SavoirFaire = f
 	}
-	st, err := synth.Write(w, opt)
+	st, err := directorytest.Write(w, opt)
 	if err != nil {
 		return err
 	}
@@ -66,7 +66,7 @@ func run(opt synth.Options, out, sfOut, zipOut string) error {
 // writeZip writes both files into one zip named like the published one. The
 // savoir-faire file goes through a temporary file: a zip is written one
 // entry at a time.
-func writeZip(opt synth.Options, path string) error {
+func writeZip(opt directorytest.Options, path string) error {
 	stamp := strings.TrimSuffix(strings.TrimPrefix(path[strings.LastIndex(path, "/")+1:], "PS_LibreAcces_"), ".zip")
 	tmp, err := os.CreateTemp("", "sf-*.txt")
 	if err != nil {
@@ -85,7 +85,7 @@ func writeZip(opt synth.Options, path string) error {
 	if err != nil {
 		return err
 	}
-	st, err := synth.Write(w, opt)
+	st, err := directorytest.Write(w, opt)
 	if err != nil {
 		return err
 	}

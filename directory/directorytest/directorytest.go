@@ -1,12 +1,14 @@
-// Package synth writes synthetic extracts of the public RPPS directory in the
-// published format: the activity file's 56 columns in their published order
-// (ActivityHeader), '|'-separated, every line ending with '|', one line per
-// practitioner × place of activity, practitioners sorted by idNat. The values
-// are made up (names, sites, numbers), with the shapes of the real ones:
-// Luhn-valid RPPS numbers, ADELI numbers, accented names and towns, Corsican
-// and overseas postal codes, an empty department column on a third of the
-// lines. Used by the benchmark and by `go run ./directory/internal/gen`.
-package synth
+// Package directorytest writes synthetic extracts of the public RPPS
+// directory in the published format: the activity file's 56 columns in their
+// published order (ActivityHeader), '|'-separated, every line ending with
+// '|', one line per practitioner × place of activity, practitioners sorted by
+// idNat. The values are made up (names, sites, numbers), with the shapes of
+// the real ones: Luhn-valid RPPS numbers, ADELI numbers, accented names and
+// towns, Corsican and overseas postal codes, an empty department column on a
+// third of the lines. Used by the benchmarks, by `go run
+// ./directory/internal/gen`, and by the tests of any package that needs a
+// directory to import.
+package directorytest
 
 import (
 	"bufio"
