@@ -39,7 +39,7 @@ type Summary struct {
 	Leftover string `json:"-"`
 }
 
-// Progress of an import, reported about every second.
+// Progress of an import, reported every ImportOptions.ProgressEvery.
 type Progress struct {
 	File    FileKind
 	Lines   int64 // lines read in File
@@ -49,7 +49,9 @@ type Progress struct {
 
 // ImportOptions tune an import.
 type ImportOptions struct {
-	Progress func(Progress)
+	// Progress, when set, is called every ProgressEvery (default 1 s).
+	Progress      func(Progress)
+	ProgressEvery time.Duration
 	// MinRatio refuses the switch (a *ShrinkError) when the new version
 	// holds fewer than MinRatio × the current version's entries: a truncated
 	// file must not replace a good directory. 0 disables the check.
@@ -235,7 +237,11 @@ func (im *importer) key(idNat string) string {
 }
 
 func (im *importer) report(kind FileKind, p *Parser, last *time.Time) {
-	if im.opt.Progress == nil || time.Since(*last) < time.Second {
+	every := im.opt.ProgressEvery
+	if every <= 0 {
+		every = time.Second
+	}
+	if im.opt.Progress == nil || time.Since(*last) < every {
 		return
 	}
 	*last = time.Now()
@@ -304,7 +310,7 @@ func (im *importer) produce(ctx context.Context, p *Parser, out chan<- []item) e
 				return err
 			}
 		}
-		if n%1024 == 0 {
+		if n%256 == 0 {
 			im.report(ActivityFile, p, &last)
 		}
 	}
@@ -454,7 +460,7 @@ func (im *importer) savoirFairePass(ctx context.Context, p *Parser) error {
 				return err
 			}
 		}
-		if n%1024 == 0 {
+		if n%256 == 0 {
 			im.report(SavoirFaireFile, p, &last)
 		}
 	}
