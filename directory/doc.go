@@ -55,8 +55,9 @@
 // length-prefixed strings, every (code, label) pair as a one- or two-byte
 // index into the version's label table (a few hundred pairs: professions,
 // specialties, modes, sectors, civilities), a department that the postal code
-// gives stored as absent. About 110 bytes for a typical practitioner
-// (docs/directory.md has the measured Redis memory per practitioner).
+// gives stored as absent: 128 bytes per practitioner on average on the
+// synthetic extract, about 210 bytes of Redis memory with the hash-table
+// overhead (docs/directory.md has the measures).
 //
 // A killed import leaves the current version serving (the pointer is the
 // last write) and its own keys listed in {dir}:versions; the next import,

@@ -4,11 +4,10 @@ import "hash/maphash"
 
 // seenFilter tells whether an idNat may already have been written by this
 // import, in constant memory: an idNat greater than every one before it is
-// new for sure (the published extract is sorted, so this is the common
-// case); otherwise a Bloom filter answers "maybe" (then the importer reads
-// the stored entry and merges) or "no". 8 MiB and 5 hashes: for the 1.3 M
-// practitioners of the real extract a false "maybe" (one needless read)
-// happens about once in 100,000 checks.
+// new for sure (a file in idNat order never needs more); otherwise a Bloom
+// filter answers "maybe" (then the importer reads the stored entry back and
+// merges) or "no". 8 MiB and 5 hashes: at 1.4 M practitioners a false
+// "maybe" (one needless read) happens about once in 100,000 checks.
 type seenFilter struct {
 	max  string
 	bits []uint64
