@@ -8,6 +8,9 @@ package directory
 // Guadeloupe's 971. It returns "" for anything else: not five ASCII digits,
 // 00xxx, the other 20xxx, and 980xx (Monaco, which has French postal codes
 // but is no department).
+//
+// Stored entries rely on this rule (encode.go): changing it needs a new
+// entry format.
 func Department(postal string) string {
 	if len(postal) != 5 {
 		return ""

@@ -20,7 +20,8 @@ import (
 // entry k−2 of the version's label table, so that "Médecin", "Libéral,
 // indépendant, artisan, commerçant" or "Cabinet individuel" cost one byte. A
 // department equal to the one the postal code gives (Department) is stored
-// absent and derived again when read.
+// absent and derived again when read: a change to Department's rule needs a
+// new format byte (or every stored version imported again).
 const formatV1 = 1
 
 // maxLabels bounds the label table of a version (and so the memory of an
