@@ -3,6 +3,8 @@
 //	ecpsd -config FILE          run the server (ECPS_<KEY> variables override scalar keys)
 //	ecpsd hash-secret           read a secret on stdin, print its SHA-256 for the config
 //	ecpsd dev-config -out FILE  write a development config with fresh demo credentials
+//	ecpsd directory import|status|clear [-config FILE] ...
+//	                            load, show or remove the practitioner directory (RPPS extract)
 package main
 
 import (
@@ -62,6 +64,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return hashSecret(stdin, stdout, stderr)
 		case "dev-config":
 			return devConfig(args[1:], stdout, stderr, env)
+		case "directory":
+			return directoryCmd(ctx, args[1:], stdin, stdout, stderr, env)
 		}
 	}
 	fs := flag.NewFlagSet("ecpsd", flag.ContinueOnError)
@@ -71,7 +75,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitConfig
 	}
 	if *configPath == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: ecpsd -config FILE | ecpsd hash-secret | ecpsd dev-config -out FILE")
+		fmt.Fprintln(stderr, "usage: ecpsd -config FILE | ecpsd hash-secret | ecpsd dev-config -out FILE | ecpsd directory import|status|clear")
 		return exitConfig
 	}
 	cfg, err := loadConfig(*configPath, env)

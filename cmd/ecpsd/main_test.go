@@ -23,6 +23,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("ECPSD_TEST_MAIN") == "1" { // a test runs the command as a process of its own (to kill it)
+		main()
+		return
+	}
 	gin.SetMode(gin.ReleaseMode) // as main does; no debug route dump
 	os.Exit(m.Run())
 }
