@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -52,6 +53,8 @@ type approvedResult struct {
 	AuthTime int64    `json:"auth_time"`
 	AMR      []string `json:"amr"`
 	DeviceID string   `json:"device_id"`
+	// Identity is the practitioner's directory entry, when one is loaded.
+	Identity json.RawMessage `json:"identity,omitempty"`
 }
 
 // amrOf maps the phone's user verification to RFC 8176 method values.
@@ -72,7 +75,7 @@ func (s *Server) pollAuthentication(c *gin.Context) error {
 		return err
 	}
 	c.JSON(http.StatusOK, approvedResult{Status: "approved", Sub: res.Subject, AuthTime: res.AuthTime.Unix(),
-		AMR: []string{"hwk", "mfa", amrOf[res.UV]}, DeviceID: res.DeviceID})
+		AMR: []string{"hwk", "mfa", amrOf[res.UV]}, DeviceID: res.DeviceID, Identity: res.Identity})
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ecps-sante/ecps/challenge"
+	"github.com/ecps-sante/ecps/directory"
 	"github.com/ecps-sante/ecps/enrollment"
 	"github.com/ecps-sante/ecps/redistest"
 )
@@ -21,15 +23,39 @@ import (
 // included, from INFO commandstats of a server of the test's own), for the
 // IdP's create, the phone's list, the decision and the IdP's poll. Counts,
 // not times: it cannot flake on a busy machine.
+// With a directory loaded, the identity is read once, when the login is
+// created (one more round trip there), and given by the poll with no read
+// of its own.
 func TestLoginCost(t *testing.T) {
+	t.Run("without-directory", func(t *testing.T) { loginCost(t, false) })
+	t.Run("with-directory", func(t *testing.T) { loginCost(t, true) })
+}
+
+func loginCost(t *testing.T, withDirectory bool) (roundTrips, commands float64) {
 	srv := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
 	t.Cleanup(func() { rdb.Close() })
 	trips := &redistest.RoundTrips{}
 	rdb.AddHook(trips)
-	e := newEnvWith(t, rdb, redistest.Prefix(), 1, func(_ *enrollment.Options, o *challenge.Options) {
+	prefix := redistest.Prefix()
+	var dir *directory.Store
+	if withDirectory {
+		dir = directory.NewStore(rdb, directory.Options{KeyPrefix: prefix})
+		f, err := os.Open("../directory/testdata/PS_LibreAcces_Personne_activite_202611150930.txt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := dir.Import(context.Background(), directory.Source{Activity: f}, directory.ImportOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := newEnvWith(t, rdb, prefix, 1, func(eo *enrollment.Options, o *challenge.Options) {
 		o.PendingPerSubject = 1 << 30
 		o.PushesPerSubject = 1 << 30
+		if dir != nil {
+			eo.Directory, o.Identities = dir, dir
+		}
 	})
 	p := e.newPushDevice(subjectA)
 	login := func() {
@@ -74,6 +100,7 @@ func TestLoginCost(t *testing.T) {
 	}
 	sort.Strings(parts)
 	t.Logf("per login: %.2f round trips, %.2f commands (%s)", float64(rt)/n, float64(total)/n, strings.Join(parts, " "))
+	return float64(rt) / n, float64(total) / n
 }
 
 func strconvF(f float64) string {

@@ -18,6 +18,7 @@ import (
 	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/challenge"
 	"github.com/ecps-sante/ecps/deviceproof"
+	"github.com/ecps-sante/ecps/directory"
 	"github.com/ecps-sante/ecps/enrollment"
 )
 
@@ -71,7 +72,10 @@ var errorTable = []struct {
 
 	{challenge.ErrBindingMessage, newError(http.StatusBadRequest, "invalid_binding_message", "binding_message: at most 64 characters, no control characters")},
 	{challenge.ErrRedirectURI, invalidRequest("redirect_uri is not one of the client's registered redirect_uris")},
-	{challenge.ErrUnknownUser, newError(http.StatusBadRequest, "unknown_user_id", "no device was ever enrolled for this practitioner")},
+	{challenge.ErrUnknownUser, newError(http.StatusBadRequest, "unknown_user_id", "unknown practitioner: no device ever enrolled, or absent from the directory")},
+	{enrollment.ErrUnknownUser, newError(http.StatusBadRequest, "unknown_user_id", "the practitioner is absent from the directory")},
+	{directory.ErrNotFound, newError(http.StatusNotFound, "not_found", "no directory entry for this practitioner")},
+	{directory.ErrNotLoaded, newError(http.StatusNotFound, "not_found", "no directory entry for this practitioner")},
 	{challenge.ErrNoActiveDevice, newError(http.StatusBadRequest, "no_active_device", "the practitioner has no active device")},
 	{challenge.ErrInvalidGrant, newError(http.StatusBadRequest, "invalid_grant", "unknown auth_req_id, or its result was already delivered")},
 	{challenge.ErrPending, newError(http.StatusBadRequest, "authorization_pending", "the practitioner has not answered yet")},

@@ -11,6 +11,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/ecps-sante/ecps/audit"
+	"github.com/ecps-sante/ecps/directory"
 	"github.com/ecps-sante/ecps/enrollment"
 	"github.com/ecps-sante/ecps/idnat"
 )
@@ -154,6 +155,24 @@ func (s *Server) deskListDevices(c *gin.Context) error {
 		return err
 	}
 	c.JSON(http.StatusOK, deviceList{Devices: ds})
+	return nil
+}
+
+// deskPractitioner serves the directory entry of a practitioner: what the
+// desk operator checks against their ID card before activating a phone.
+func (s *Server) deskPractitioner(c *gin.Context) error {
+	subject, err := parseSubject(c.Param("idNat"))
+	if err != nil {
+		return err
+	}
+	if s.directory == nil {
+		return directory.ErrNotLoaded
+	}
+	id, err := s.directory.Lookup(c.Request.Context(), subject.String())
+	if err != nil {
+		return err
+	}
+	c.JSON(http.StatusOK, id)
 	return nil
 }
 

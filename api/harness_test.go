@@ -68,6 +68,7 @@ type env struct {
 	chOpts   challenge.Options
 	pushes   *push.Recorder
 	sender   push.Sender // when set, new replicas push through it instead of pushes
+	dir      Directory   // when set, new replicas' desk route reads it
 	replicas []*replica
 }
 
@@ -151,6 +152,7 @@ func (e *env) newReplica() *replica {
 		Enrollment:   enrol,
 		Challenges:   challenge.New(e.rdb, log, sender, enrol, hub, e.chOpts),
 		Audit:        log,
+		Directory:    e.dir,
 		Ready:        func(ctx context.Context) error { return e.rdb.Ping(ctx).Err() },
 	})
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/challenge"
+	"github.com/ecps-sante/ecps/directory"
 	"github.com/ecps-sante/ecps/enrollment"
 	"github.com/ecps-sante/ecps/push"
 	"github.com/ecps-sante/ecps/ratelimit"
@@ -47,6 +48,13 @@ func (c *Client) HasScope(scope string) bool {
 		}
 	}
 	return false
+}
+
+// Directory is the practitioner directory, as the desk reads it (package
+// directory's Store): directory.ErrNotLoaded or ErrNotFound when there is
+// no entry.
+type Directory interface {
+	Lookup(ctx context.Context, idNat string) (directory.Identity, error)
 }
 
 // Operator is an enrolment desk operator.
@@ -88,6 +96,8 @@ type Options struct {
 	// leaves the window (defaults 10 and 1 minute; limits.desk_signin_*).
 	DeskSignInFailures int
 	DeskSignInWindow   time.Duration
+	// Directory serves the desk's practitioner lookups (nil: none, 404).
+	Directory Directory
 	// RequestBudget bounds each request's storage time, go-redis's resends
 	// included (default DefaultRequestBudget); past it the answer is 503.
 	RequestBudget time.Duration
@@ -108,7 +118,8 @@ type Server struct {
 	ready        func(ctx context.Context) error
 	pushStatus   func() push.Status
 	budget       time.Duration // each request's storage time (deadline.go)
-	web          *webUI        // the HTML pages: login page and desk (pages.go, desk.go)
+	directory    Directory
+	web          *webUI // the HTML pages: login page and desk (pages.go, desk.go)
 	engine       *gin.Engine
 }
 
@@ -124,6 +135,7 @@ func New(opts Options) (*Server, error) {
 		metrics: opts.Metrics, enrollment: opts.Enrollment, challenges: opts.Challenges, audit: opts.Audit, limiter: opts.ClientLimiter, ready: opts.Ready,
 		web: newWebUI(opts)}
 	s.pushStatus = opts.PushStatus
+	s.directory = opts.Directory
 	s.budget = opts.RequestBudget
 	if s.budget <= 0 {
 		s.budget = DefaultRequestBudget
@@ -186,6 +198,7 @@ func (s *Server) routes(opts Options) {
 	desk := v1.Group("/desk", s.operatorAuth)
 	desk.POST("/activations", s.handle(s.createActivationByDesk))
 	desk.GET("/activations/:activation_id", s.handle(s.getActivation))
+	desk.GET("/practitioners/:idNat", s.handle(s.deskPractitioner))
 	desk.GET("/practitioners/:idNat/devices", s.handle(s.deskListDevices))
 	desk.POST("/devices/:device_id/suspend", s.handle(s.deskTransition(enrollment.ActionSuspend)))
 	desk.POST("/devices/:device_id/resume", s.handle(s.deskTransition(enrollment.ActionResume)))

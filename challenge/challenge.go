@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -42,6 +43,15 @@ type Devices interface {
 	PublicKey(ctx context.Context, deviceID string) (*ecdsa.PublicKey, error)
 }
 
+// Identities is the practitioner directory, as this package needs it
+// (package directory's Store).
+type Identities interface {
+	// IdentityJSON returns a practitioner's identity (the contract's JSON),
+	// nil when no directory is loaded; known is false when one is loaded and
+	// idNat is absent from it.
+	IdentityJSON(ctx context.Context, idNat string) (identity json.RawMessage, known bool, err error)
+}
+
 // Options are the settings of the service.
 type Options struct {
 	KeyPrefix          string
@@ -60,6 +70,9 @@ type Options struct {
 	// included (default 2 s): a slow Redis ends the poll with an error
 	// within it instead of holding the IdP for the whole wait.
 	ReadBudget time.Duration
+	// Identities, when set, refuses practitioners absent from a loaded
+	// directory (ErrUnknownUser) and gives approvals their identity.
+	Identities Identities
 	Now        func() time.Time
 }
 
@@ -157,12 +170,18 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 		return Created{}, ErrRedirectURI
 	}
 	var subject string
+	var identity json.RawMessage
 	if req.LoginHint != "" {
 		id, err := idnat.Parse(req.LoginHint)
 		if err != nil {
 			return Created{}, fmt.Errorf("%w: login_hint must be an idNat", ErrInvalid)
 		}
 		subject = id.String()
+		// The identity is read once, at creation, and stored with the login:
+		// the poll that delivers the approval reads it with the rest.
+		if identity, err = s.identity(ctx, subject); err != nil {
+			return Created{}, err
+		}
 	}
 
 	now := s.now()
@@ -185,6 +204,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 		"created_ms", now.UnixMilli(), "expires_ms", expires.UnixMilli(), "interval", interval,
 		"nonce", token.New(16), "number", number, "number_digits", s.opts.NumberDigits,
 		"auth_sha", token.SHA256Hex(authSecret), "login_sha", token.SHA256Hex(loginSecret), "audited", "0", "delivered", "0",
+		"identity", string(identity),
 	}
 	keep := expires.Sub(now) + keepAfterEnd
 	entry := audit.Entry{Time: now.Truncate(time.Second), Event: EventCreated, Subject: subject,
@@ -254,7 +274,24 @@ type Result struct {
 	Subject  string
 	AuthTime time.Time
 	DeviceID string
-	UV       string // pin | fingerprint | face
+	UV       string          // pin | fingerprint | face
+	Identity json.RawMessage // the practitioner's identity; nil without a directory
+}
+
+// identity reads a practitioner's identity for a login: ErrUnknownUser when
+// a loaded directory does not have them.
+func (s *Service) identity(ctx context.Context, subject string) (json.RawMessage, error) {
+	if s.opts.Identities == nil {
+		return nil, nil
+	}
+	identity, known, err := s.opts.Identities.IdentityJSON(ctx, subject)
+	if err != nil {
+		return nil, fmt.Errorf("directory: %w", err)
+	}
+	if !known {
+		return nil, ErrUnknownUser
+	}
+	return identity, nil
 }
 
 // Poll answers an IdP's poll. With wait > 0 it waits up to wait for the
@@ -325,7 +362,11 @@ func pollResult(vals []string) (Result, error) {
 		return Result{}, &DeniedError{Reason: vals[1]}
 	case "approved":
 		ms, _ := strconv.ParseInt(vals[2], 10, 64)
-		return Result{Subject: vals[1], AuthTime: time.UnixMilli(ms).UTC(), DeviceID: vals[3], UV: vals[4]}, nil
+		res := Result{Subject: vals[1], AuthTime: time.UnixMilli(ms).UTC(), DeviceID: vals[3], UV: vals[4]}
+		if len(vals) > 5 && vals[5] != "" {
+			res.Identity = json.RawMessage(vals[5])
+		}
+		return res, nil
 	}
 	return Result{}, ErrInvalidGrant
 }
@@ -565,9 +606,15 @@ func (s *Service) Claim(ctx context.Context, dev Device, qrToken string) (Challe
 	if !ok {
 		return Challenge{}, ErrQRTokenInvalid
 	}
+	// Checked before the claim: a practitioner absent from the directory
+	// leaves the login claimable.
+	identity, err := s.identity(ctx, dev.Subject)
+	if err != nil {
+		return Challenge{}, err
+	}
 	now := s.now()
 	vals, err := claimScript.Run(ctx, s.rdb, []string{s.keys.auth(tag), s.keys.qr(tag)},
-		token.SHA256Hex(secret), now.UnixMilli(), dev.Subject, dev.ID, token.New(12)).StringSlice()
+		token.SHA256Hex(secret), now.UnixMilli(), dev.Subject, dev.ID, token.New(12), string(identity)).StringSlice()
 	if err != nil {
 		return Challenge{}, fmt.Errorf("claim: %w", err)
 	}

@@ -111,15 +111,15 @@ return out
 // ARGV: sha256(auth secret), client_id, now_ms, check interval (1|0),
 // poll mark ms (when this poll counts as having ended), op (this read).
 // Returns {invalid_grant} | {slow_down, interval_s} | {pending} | {expired} |
-// {denied, reason} | {approved, subject, decided_ms, device_id, uv}.
+// {denied, reason} | {approved, subject, decided_ms, device_id, uv, identity}.
 // The read that delivers the result leaves its op in "delivered": the same
 // read resent (a lost reply) gets the result again, any other invalid_grant.
 var pollScript = redis.NewScript(`
 local h = redis.call('HMGET', KEYS[1], 'auth_sha', 'client_id', 'status', 'expires_ms', 'interval',
-  'last_poll_ms', 'audited', 'delivered', 'reason', 'subject', 'decided_ms', 'device_id', 'uv', 'poll_op')
+  'last_poll_ms', 'audited', 'delivered', 'reason', 'subject', 'decided_ms', 'device_id', 'uv', 'poll_op', 'identity')
 if not h[1] or h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then return {'invalid_grant'} end
 if h[8] ~= '0' then
-  if h[8] == ARGV[6] then return {'approved', h[10], h[11], h[12], h[13]} end
+  if h[8] == ARGV[6] then return {'approved', h[10], h[11], h[12], h[13], h[15] or ''} end
   return {'invalid_grant'}
 end
 local now = tonumber(ARGV[3])
@@ -132,7 +132,7 @@ end
 local status = h[3]
 if h[7] == '1' and status == 'approved' then
   redis.call('HSET', KEYS[1], 'delivered', ARGV[6], 'last_poll_ms', ARGV[5], 'poll_op', ARGV[6])
-  return {'approved', h[10], h[11], h[12], h[13]}
+  return {'approved', h[10], h[11], h[12], h[13], h[15] or ''}
 end
 redis.call('HSET', KEYS[1], 'last_poll_ms', ARGV[5], 'poll_op', ARGV[6])
 if h[7] == '1' and status == 'denied' then return {'denied', h[9]} end
@@ -212,7 +212,8 @@ return {'cancelled', h[5], h[4]}
 `)
 
 // claimScript binds a QR login to the claiming device's practitioner.
-// KEYS: auth, qr. ARGV: sha256(token), now_ms, subject, device_id, op.
+// KEYS: auth, qr. ARGV: sha256(token), now_ms, subject, device_id, op,
+// identity (JSON, or empty without a directory).
 // Returns {invalid} | {ok, field, value, ...} (the authentication). The
 // claim keeps its op: the same claim resent (a lost reply) gets the same
 // answer; any other use of the token is refused (single use).
@@ -229,7 +230,7 @@ local h = redis.call('HMGET', KEYS[1], 'status', 'expires_ms')
 if h[1] ~= 'pending' or now >= tonumber(h[2]) then return {'invalid'} end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'status', 'claimed', 'subject', ARGV[3], 'claimed_device', ARGV[4],
-  'claim_op', ARGV[5])
+  'claim_op', ARGV[5], 'identity', ARGV[6])
 local out = redis.call('HGETALL', KEYS[1])
 table.insert(out, 1, 'ok')
 return out

@@ -35,7 +35,17 @@ type Options struct {
 	ActivationAttempts int           // default 5
 	DevicesPerSubject  int           // default 5
 	ProofMaxSkew       time.Duration // default 60 s
-	Now                func() time.Time
+	// Directory, when set, refuses activations for practitioners absent
+	// from a loaded directory (ErrUnknownUser).
+	Directory Directory
+	Now       func() time.Time
+}
+
+// Directory is the practitioner directory, as this package needs it
+// (package directory's Store).
+type Directory interface {
+	// Known is false when a directory is loaded and idNat is absent from it.
+	Known(ctx context.Context, idNat string) (bool, error)
 }
 
 // Service activates phones and keeps devices.
@@ -170,6 +180,15 @@ type storedActivation struct {
 // CreateActivation creates a single-use activation for a practitioner,
 // refused with ErrDeviceLimit when they already have the maximum of devices.
 func (s *Service) CreateActivation(ctx context.Context, subject idnat.ID, actor audit.Actor) (Activation, error) {
+	if s.opts.Directory != nil {
+		known, err := s.opts.Directory.Known(ctx, subject.String())
+		if err != nil {
+			return Activation{}, fmt.Errorf("directory: %w", err)
+		}
+		if !known {
+			return Activation{}, ErrUnknownUser
+		}
+	}
 	now := s.now()
 	id := "act_" + token.New(16)
 	secret := token.New(16)

@@ -21,4 +21,7 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrRevoked: the device is revoked; it cannot be suspended or resumed.
 	ErrRevoked = errors.New("device revoked")
+	// ErrUnknownUser: a directory is loaded and the practitioner is absent
+	// from it: no activation for them.
+	ErrUnknownUser = errors.New("practitioner absent from the directory")
 )

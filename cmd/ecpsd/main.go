@@ -35,6 +35,7 @@ import (
 	"github.com/ecps-sante/ecps/api"
 	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/challenge"
+	"github.com/ecps-sante/ecps/directory"
 	"github.com/ecps-sante/ecps/enrollment"
 	"github.com/ecps-sante/ecps/push"
 	"github.com/ecps-sante/ecps/ratelimit"
@@ -121,7 +122,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	workers.Add(2)
 	go func() { defer workers.Done(); hub.Run(bg) }()
 	go func() { defer workers.Done(); limiter.Run(bg) }()
+	dir := directory.NewStore(rdb, directory.Options{KeyPrefix: cfg.File.Redis.KeyPrefix})
 	enrol := enrollment.New(rdb, auditLog, enrollment.Options{
+		Directory:          dir,
 		KeyPrefix:          cfg.File.Redis.KeyPrefix,
 		PublicURL:          cfg.File.PublicURL,
 		ActivationTTL:      cfg.ActivationTTL,
@@ -138,6 +141,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		go func() { defer workers.Done(); q.Run(bg) }()
 	}
 	challenges := challenge.New(rdb, auditLog, sender, enrol, hub, challenge.Options{
+		Identities:         dir,
 		KeyPrefix:          cfg.File.Redis.KeyPrefix,
 		PublicURL:          cfg.File.PublicURL,
 		NumberDigits:       cfg.File.Limits.NumberDigits,
@@ -159,6 +163,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		Enrollment:     enrol,
 		Challenges:     challenges,
 		Audit:          auditLog,
+		Directory:      dir,
 		ClientLimiter:  limiter,
 		Ready:          func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		Dev:            cfg.File.Dev, // desk cookies without __Host- and Secure over plain HTTP
