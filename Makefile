@@ -1,11 +1,14 @@
 # e-CPS backend: build, run and check.
-#   make run     local dev server on 127.0.0.1:8080 with a local Redis (installs redis-server if root)
+#   make run     local dev server on 127.0.0.1:8080 with a local Redis
 #   make demo    a scripted end-to-end login (desk, phone, IdP) against the server of `make run`
 #   make test    all tests (race detector) against a throw-away Redis
 #   make bench   benchmarks against a throw-away Redis
 #   make fuzz    each fuzz target for FUZZTIME
 #   make lint    gofmt, go vet, staticcheck
 #   make build   bin/ecpsd, bin/ecps-device, bin/ecps-demo
+# run, test and bench install the system packages they need
+# (redis-server, chromium, gcc) with apt-get when run as root, and otherwise
+# say what to install: deploy/dev/install-deps.sh. Assumed: Go 1.26, make, git.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := build
@@ -16,6 +19,15 @@ LISTEN      ?= 127.0.0.1:8080
 FUZZTIME    ?= 15s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_REDIS  := ./deploy/dev/test-redis.sh
+# Installs (as root, with apt-get) or names what a target needs: see the script.
+DEPS        := GO=$(GO) ./deploy/dev/install-deps.sh
+
+# Go installed from go.dev's tarball lives in /usr/local/go/bin, not always on PATH yet.
+ifeq ($(shell command -v $(GO)),)
+ifneq ($(wildcard /usr/local/go/bin/go),)
+export PATH := $(PATH):/usr/local/go/bin
+endif
+endif
 
 VAR_DIR   := $(CURDIR)/var
 REDIS_DIR := $(VAR_DIR)/redis
@@ -23,6 +35,7 @@ REDIS_DIR := $(VAR_DIR)/redis
 .PHONY: build run demo test bench fuzz lint clean
 
 build:
+	@$(DEPS) go
 	mkdir -p bin
 	$(GO) build -o bin/ ./cmd/...
 
@@ -35,16 +48,7 @@ run: build
 	@if [ -n "$${ECPS_REDIS_URL:-}" ]; then \
 		redis_url="$$ECPS_REDIS_URL"; \
 	else \
-		if ! command -v redis-server >/dev/null 2>&1; then \
-			if [ "$$(id -u)" = 0 ]; then \
-				echo ">> redis-server not found: installing it with apt-get"; \
-				apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
-			else \
-				echo "error: redis-server not found. Install it (Debian: sudo apt-get install redis-server)" >&2; \
-				echo "       or point ECPS_REDIS_URL at a running Redis." >&2; \
-				exit 1; \
-			fi; \
-		fi; \
+		$(DEPS) redis || { echo "       (or point ECPS_REDIS_URL at a running Redis)" >&2; exit 1; }; \
 		if redis-cli -p $(REDIS_PORT) ping 2>/dev/null | grep -q PONG; then \
 			echo ">> using the redis-server already answering on port $(REDIS_PORT)"; \
 		else \
@@ -83,9 +87,11 @@ demo: build
 	bin/ecps-demo -credentials var/dev-credentials.env
 
 test:
+	@$(DEPS) go redis chromium cc
 	$(TEST_REDIS) $(GO) test -race -count=1 -timeout 30m ./...
 
 bench:
+	@$(DEPS) go redis
 	$(TEST_REDIS) $(GO) test -run '^$$' -bench . -benchmem ./...
 
 fuzz:

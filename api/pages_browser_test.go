@@ -31,7 +31,7 @@ import (
 	qr "github.com/piglig/go-qr"
 )
 
-// chromiumPath is where Debian's chromium package (installed by CI) puts it.
+// chromiumPath is where Debian's chromium package (which make test installs) puts it.
 const chromiumPath = "/usr/bin/chromium"
 
 // screenshotDir receives the pages' screenshots, relative to this package.
@@ -49,11 +49,11 @@ type browser struct {
 }
 
 // newBrowser starts Chromium with a fresh profile. A missing Chromium fails
-// the test: CI installs it, and a skipped browser test proves nothing.
+// the test: make test installs it, and a skipped browser test proves nothing.
 func newBrowser(t testing.TB) *browser {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("the browser tests need Chromium at %s (Debian: apt-get install chromium): %v", chromiumPath, err)
+		t.Fatalf("the browser tests need Chromium at %s (Debian: apt-get install chromium; make test installs it as root): %v", chromiumPath, err)
 	}
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath),
