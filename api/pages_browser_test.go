@@ -188,23 +188,33 @@ func imageLoaded(sel string) string {
 	return fmt.Sprintf(`(() => { const i = document.querySelector(%q); return !!i && !i.hidden && i.complete && i.naturalWidth > 0; })()`, sel)
 }
 
-// decodeQR screenshots the rendered image sel and decodes its QR code.
+// decodeQR screenshots the rendered image sel and decodes its QR code. The
+// login page swaps its image for a new one on every rotation: a screenshot
+// that loses that race is taken again.
 func (b *browser) decodeQR(sel string) string {
 	b.t.Helper()
-	b.waitJS("image "+sel, imageLoaded(sel))
-	shot, err := chromedp.Run(b.ctx, chromedp.Screenshot(chromedp.CSS(sel), chromedp.NodeVisible))
-	if err != nil {
-		b.t.Fatalf("screenshot of %s: %v", sel, err)
+	var err error
+	for range 5 {
+		b.waitJS("image "+sel, imageLoaded(sel))
+		var shot []byte
+		shot, err = chromedp.Run(b.ctx, chromedp.Screenshot(chromedp.CSS(sel), chromedp.NodeVisible))
+		if err != nil {
+			err = fmt.Errorf("screenshot of %s: %w", sel, err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		img, err := png.Decode(bytes.NewReader(shot))
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		text, err := qr.Decode(img)
+		if err != nil {
+			b.t.Fatalf("decode the QR code of the rendered %s: %v", sel, err)
+		}
+		return text
 	}
-	img, err := png.Decode(bytes.NewReader(shot))
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	text, err := qr.Decode(img)
-	if err != nil {
-		b.t.Fatalf("decode the QR code of the rendered %s: %v", sel, err)
-	}
-	return text
+	b.t.Fatal(err)
+	return ""
 }
 
 // loginToken decodes the login page's QR code and returns its token.
