@@ -3,10 +3,11 @@
 #   make demo    a scripted end-to-end login (desk, phone, IdP) against the server of `make run`
 #   make test    all tests (race detector) against a throw-away Redis
 #   make bench   benchmarks against a throw-away Redis
+#   make screenshots  the README's screenshots of the web pages (docs/screenshots)
 #   make fuzz    each fuzz target for FUZZTIME
 #   make lint    gofmt, go vet, staticcheck
 #   make build   bin/ecpsd, bin/ecps-device, bin/ecps-demo
-# run, test and bench install the system packages they need
+# run, test, bench and screenshots install the system packages they need
 # (redis-server, chromium, gcc) with apt-get when run as root, and otherwise
 # say what to install: deploy/dev/install-deps.sh. Assumed: Go 1.26, make, git.
 SHELL := /bin/bash
@@ -32,7 +33,7 @@ endif
 VAR_DIR   := $(CURDIR)/var
 REDIS_DIR := $(VAR_DIR)/redis
 
-.PHONY: build run demo test bench fuzz lint clean
+.PHONY: build run demo test bench screenshots fuzz lint clean
 
 build:
 	@$(DEPS) go
@@ -93,6 +94,13 @@ test:
 bench:
 	@$(DEPS) go redis
 	$(TEST_REDIS) $(GO) test -run '^$$' -bench . -benchmem ./...
+
+# The README's screenshots (docs/screenshots/*.png), from a scenario made for
+# them (api/screenshots_test.go) in headless Chromium. The tests never write them.
+screenshots:
+	@$(DEPS) go redis chromium
+	ECPS_SCREENSHOTS_DIR="$(CURDIR)/docs/screenshots" \
+		$(TEST_REDIS) $(GO) test -count=1 -run '^TestScreenshots$$' -v ./api/
 
 fuzz:
 	@pkgs=$$($(GO) list ./...); \

@@ -17,7 +17,8 @@
 # command to run and exits with status 1.
 #
 # Env: ECPS_NO_INSTALL=1 never installs, only checks (and says what to run).
-# Used by `make build`, `make run`, `make test` and `make bench`.
+# Used by `make build`, `make run`, `make test`, `make bench` and
+# `make screenshots`.
 set -euo pipefail
 
 if [ "$#" -eq 0 ]; then
