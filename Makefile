@@ -1,7 +1,7 @@
 # e-CPS backend: build, run and check.
 #   make run     local dev server on 127.0.0.1:8080 with a local Redis
 #   make demo    a scripted end-to-end login (desk, phone, IdP) against the server of `make run`
-#   make test    all tests (race detector) against a throw-away Redis
+#   make test    the build and all tests (race detector) against a throw-away Redis
 #   make bench   benchmarks against a throw-away Redis
 #   make screenshots  the README's screenshots of the web pages (docs/screenshots)
 #   make fuzz    each fuzz target for FUZZTIME
@@ -87,8 +87,13 @@ demo: build
 	fi
 	bin/ecps-demo -credentials var/dev-credentials.env
 
+# The binaries are built too (after the C compiler is in place, as cgo
+# changes every build): -race builds share nothing with them, and on a fresh
+# machine `make run` after `make test` would otherwise compile everything again.
 test:
 	@$(DEPS) go redis chromium cc
+	mkdir -p bin
+	$(GO) build -o bin/ ./cmd/...
 	$(TEST_REDIS) $(GO) test -race -count=1 -timeout 30m ./...
 
 bench:
