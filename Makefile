@@ -1,11 +1,15 @@
 # e-CPS backend: build, run and check.
-#   make run     local dev server on 127.0.0.1:8080 with a local Redis (installs redis-server if root)
+#   make run     local dev server on 127.0.0.1:8080 with a local Redis
 #   make demo    a scripted end-to-end login (desk, phone, IdP) against the server of `make run`
-#   make test    all tests (race detector) against a throw-away Redis
+#   make test    the build and all tests (race detector) against a throw-away Redis
 #   make bench   benchmarks against a throw-away Redis
+#   make screenshots  the README's screenshots of the web pages (docs/screenshots)
 #   make fuzz    each fuzz target for FUZZTIME
 #   make lint    gofmt, go vet, staticcheck
 #   make build   bin/ecpsd, bin/ecps-device, bin/ecps-demo
+# run, test, bench and screenshots install the system packages they need
+# (redis-server, chromium, gcc) with apt-get when run as root, and otherwise
+# say what to install: deploy/dev/install-deps.sh. Assumed: Go 1.26, make, git.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := build
@@ -16,13 +20,23 @@ LISTEN      ?= 127.0.0.1:8080
 FUZZTIME    ?= 15s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_REDIS  := ./deploy/dev/test-redis.sh
+# Installs (as root, with apt-get) or names what a target needs: see the script.
+DEPS        := GO=$(GO) ./deploy/dev/install-deps.sh
+
+# Go installed from go.dev's tarball lives in /usr/local/go/bin, not always on PATH yet.
+ifeq ($(shell command -v $(GO)),)
+ifneq ($(wildcard /usr/local/go/bin/go),)
+export PATH := $(PATH):/usr/local/go/bin
+endif
+endif
 
 VAR_DIR   := $(CURDIR)/var
 REDIS_DIR := $(VAR_DIR)/redis
 
-.PHONY: build run demo test bench fuzz lint clean
+.PHONY: build run demo test bench screenshots fuzz lint clean
 
 build:
+	@$(DEPS) go
 	mkdir -p bin
 	$(GO) build -o bin/ ./cmd/...
 
@@ -35,16 +49,7 @@ run: build
 	@if [ -n "$${ECPS_REDIS_URL:-}" ]; then \
 		redis_url="$$ECPS_REDIS_URL"; \
 	else \
-		if ! command -v redis-server >/dev/null 2>&1; then \
-			if [ "$$(id -u)" = 0 ]; then \
-				echo ">> redis-server not found: installing it with apt-get"; \
-				apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
-			else \
-				echo "error: redis-server not found. Install it (Debian: sudo apt-get install redis-server)" >&2; \
-				echo "       or point ECPS_REDIS_URL at a running Redis." >&2; \
-				exit 1; \
-			fi; \
-		fi; \
+		$(DEPS) redis || { echo "       (or point ECPS_REDIS_URL at a running Redis)" >&2; exit 1; }; \
 		if redis-cli -p $(REDIS_PORT) ping 2>/dev/null | grep -q PONG; then \
 			echo ">> using the redis-server already answering on port $(REDIS_PORT)"; \
 		else \
@@ -82,11 +87,25 @@ demo: build
 	fi
 	bin/ecps-demo -credentials var/dev-credentials.env
 
+# The binaries are built too (after the C compiler is in place, as cgo
+# changes every build): -race builds share nothing with them, and on a fresh
+# machine `make run` after `make test` would otherwise compile everything again.
 test:
+	@$(DEPS) go redis chromium cc
+	mkdir -p bin
+	$(GO) build -o bin/ ./cmd/...
 	$(TEST_REDIS) $(GO) test -race -count=1 -timeout 30m ./...
 
 bench:
+	@$(DEPS) go redis
 	$(TEST_REDIS) $(GO) test -run '^$$' -bench . -benchmem ./...
+
+# The README's screenshots (docs/screenshots/*.png), from a scenario made for
+# them (api/screenshots_test.go) in headless Chromium. The tests never write them.
+screenshots:
+	@$(DEPS) go redis chromium
+	ECPS_SCREENSHOTS_DIR="$(CURDIR)/docs/screenshots" \
+		$(TEST_REDIS) $(GO) test -count=1 -run '^TestScreenshots$$' -v ./api/
 
 fuzz:
 	@pkgs=$$($(GO) list ./...); \

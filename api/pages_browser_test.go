@@ -2,8 +2,9 @@ package api
 
 // The login page and the desk in a real browser: headless Chromium (Debian's
 // chromium package) driven with chromedp. QR codes are decoded from
-// screenshots of the rendered images, never from the page's source. The runs
-// write docs/screenshots/*.png, shown in the README.
+// screenshots of the rendered images, never from the page's source. They
+// write no file: the README's pictures come from screenshots_test.go (make
+// screenshots).
 
 import (
 	"bytes"
@@ -16,7 +17,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -31,11 +31,8 @@ import (
 	qr "github.com/piglig/go-qr"
 )
 
-// chromiumPath is where Debian's chromium package (installed by CI) puts it.
+// chromiumPath is where Debian's chromium package (which make test installs) puts it.
 const chromiumPath = "/usr/bin/chromium"
-
-// screenshotDir receives the pages' screenshots, relative to this package.
-const screenshotDir = "../docs/screenshots"
 
 // browser is one headless Chromium with one tab. problems collects the
 // page's uncaught exceptions and its console errors (CSP violations among
@@ -49,11 +46,11 @@ type browser struct {
 }
 
 // newBrowser starts Chromium with a fresh profile. A missing Chromium fails
-// the test: CI installs it, and a skipped browser test proves nothing.
+// the test: make test installs it, and a skipped browser test proves nothing.
 func newBrowser(t testing.TB) *browser {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("the browser tests need Chromium at %s (Debian: apt-get install chromium): %v", chromiumPath, err)
+		t.Fatalf("the browser tests need Chromium at %s (Debian: apt-get install chromium; make test installs it as root): %v", chromiumPath, err)
 	}
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath),
@@ -188,23 +185,33 @@ func imageLoaded(sel string) string {
 	return fmt.Sprintf(`(() => { const i = document.querySelector(%q); return !!i && !i.hidden && i.complete && i.naturalWidth > 0; })()`, sel)
 }
 
-// decodeQR screenshots the rendered image sel and decodes its QR code.
+// decodeQR screenshots the rendered image sel and decodes its QR code. The
+// login page swaps its image for a new one on every rotation: a screenshot
+// that loses that race is taken again.
 func (b *browser) decodeQR(sel string) string {
 	b.t.Helper()
-	b.waitJS("image "+sel, imageLoaded(sel))
-	shot, err := chromedp.Run(b.ctx, chromedp.Screenshot(chromedp.CSS(sel), chromedp.NodeVisible))
-	if err != nil {
-		b.t.Fatalf("screenshot of %s: %v", sel, err)
+	var err error
+	for range 5 {
+		b.waitJS("image "+sel, imageLoaded(sel))
+		var shot []byte
+		shot, err = chromedp.Run(b.ctx, chromedp.Screenshot(chromedp.CSS(sel), chromedp.NodeVisible))
+		if err != nil {
+			err = fmt.Errorf("screenshot of %s: %w", sel, err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		img, err := png.Decode(bytes.NewReader(shot))
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		text, err := qr.Decode(img)
+		if err != nil {
+			b.t.Fatalf("decode the QR code of the rendered %s: %v", sel, err)
+		}
+		return text
 	}
-	img, err := png.Decode(bytes.NewReader(shot))
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	text, err := qr.Decode(img)
-	if err != nil {
-		b.t.Fatalf("decode the QR code of the rendered %s: %v", sel, err)
-	}
-	return text
+	b.t.Fatal(err)
+	return ""
 }
 
 // loginToken decodes the login page's QR code and returns its token.
@@ -218,36 +225,6 @@ func (b *browser) loginToken() string {
 	return u.Query().Get("t")
 }
 
-// screenshots writes the viewport at desktop and at phone size, after
-// ready() says the page has settled, and leaves the desktop size.
-func (b *browser) screenshots(name string, ready func()) {
-	b.t.Helper()
-	if err := os.MkdirAll(screenshotDir, 0o755); err != nil {
-		b.t.Fatal(err)
-	}
-	sizes := []struct {
-		suffix        string
-		width, height int64
-		mobile        bool
-	}{{"phone", 390, 844, true}, {"desktop", 1280, 800, false}}
-	for _, sz := range sizes {
-		mobile := sz.mobile
-		b.do(chromedp.EmulateViewport(sz.width, sz.height, func(p *emulation.SetDeviceMetricsOverrideParams, _ *emulation.SetTouchEmulationEnabledParams) {
-			p.Mobile = mobile
-		}),
-			chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`))
-		ready()
-		time.Sleep(300 * time.Millisecond) // layout and fonts
-		shot, err := chromedp.Run(b.ctx, chromedp.CaptureScreenshot())
-		if err != nil {
-			b.t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(screenshotDir, name+"-"+sz.suffix+".png"), shot, 0o644); err != nil {
-			b.t.Fatal(err)
-		}
-	}
-}
-
 // ---- the QR login page ----
 
 func TestBrowserQRLogin(t *testing.T) {
@@ -257,7 +234,6 @@ func TestBrowserQRLogin(t *testing.T) {
 	c, loginID := w.qrLogin(w.idpSite.URL + "/cb")
 
 	b.navigate(w.tls.URL + "/login/" + loginID)
-	b.screenshots("login", func() { b.waitJS("QR image", imageLoaded("#qr")) })
 	if got := b.text("#client"); got != "Hôpital Nord <DPI>" {
 		t.Fatalf("client name %q", got)
 	}
@@ -442,7 +418,6 @@ func TestBrowserDesk(t *testing.T) {
 	// Create an activation and enrol a phone from the QR code on the screen.
 	b.do(chromedp.Click(chromedp.ID("create-activation")))
 	b.waitJS("the activation", `document.getElementById('activation').dataset.status === 'pending'`)
-	b.screenshots("desk", func() { b.waitJS("activation QR", imageLoaded("#act-qr")) })
 	enrolURI := b.decodeQR("#act-qr")
 	q, err := parseURIQuery(enrolURI)
 	if err != nil || !strings.HasPrefix(enrolURI, "ecps://enrol?") || q.Get("h") != "https://ecps.test" {
@@ -523,13 +498,6 @@ func TestBrowserDesk(t *testing.T) {
 	}
 	if len(events) != 12 || len(want) != 0 {
 		t.Fatalf("audit rows %v; missing %v", events, want)
-	}
-	full, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(screenshotDir, "desk-devices-desktop.png"), full, 0o644); err != nil {
-		t.Fatal(err)
 	}
 
 	// CSRF: the page's own origin, with the cookie, but no or a wrong token.

@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,6 +37,7 @@ type webEnv struct {
 	tls     *httptest.Server
 	idpSite *httptest.Server // the IdP's redirect_uri target
 	landed  chan *url.URL    // requests that reached the IdP's redirect_uri
+	lag     *atomic.Int64    // how far behind real time the clock is (ns)
 }
 
 type webOptions struct {
@@ -43,6 +45,11 @@ type webOptions struct {
 	qrRotation time.Duration // 0: the default 25 s
 	qrTTL      time.Duration // 0: the default 30 s
 	proxies    []string      // trusted proxies (X-Forwarded-For)
+	// client replaces the one IdP client "idp", "Hôpital Nord <DPI>", when
+	// its ID is set (its redirect URIs get the test's IdP site added).
+	client Client
+	// operator names the desk operator of testOperatorKey ("" : desk-1).
+	operator string
 }
 
 func newWebEnv(t testing.TB, wo webOptions) *webEnv {
@@ -51,7 +58,8 @@ func newWebEnv(t testing.TB, wo webOptions) *webEnv {
 	e := newEnvWith(t, rdb, prefix, 0, func(_ *enrollment.Options, o *challenge.Options) {
 		o.QRTokenTTL, o.QRRotation = wo.qrTTL, wo.qrRotation
 	})
-	// Follow real time.
+	// Follow real time (minus lag).
+	lag := new(atomic.Int64)
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	e.clock.Set(time.Now())
@@ -64,13 +72,13 @@ func newWebEnv(t testing.TB, wo webOptions) *webEnv {
 			case <-stop:
 				return
 			case <-tick.C:
-				e.clock.Set(time.Now())
+				e.clock.Set(time.Now().Add(-time.Duration(lag.Load())))
 			}
 		}
 	}()
 	t.Cleanup(func() { close(stop); <-done })
 
-	w := &webEnv{env: e, landed: make(chan *url.URL, 10)}
+	w := &webEnv{env: e, landed: make(chan *url.URL, 10), lag: lag}
 	w.idpSite = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/cb" {
 			select {
@@ -91,11 +99,20 @@ func newWebEnv(t testing.TB, wo webOptions) *webEnv {
 	hub := challenge.NewHub(rdb, prefix, slog.New(slog.NewJSONHandler(io.Discard, nil)))
 	go hub.Run(ctx)
 	enrol := enrollment.New(rdb, log, e.opts)
+	client := Client{ID: "idp", Name: "Hôpital Nord <DPI>", SecretSHA256: sum(testClientSecret),
+		Scopes: []string{"authentication"}, RedirectURIs: []string{"https://idp.test/cb"}}
+	if wo.client.ID != "" {
+		client = wo.client
+	}
+	client.RedirectURIs = append(client.RedirectURIs, w.idpSite.URL+"/cb")
+	operator := "desk-1"
+	if wo.operator != "" {
+		operator = wo.operator
+	}
 	srv, err := New(Options{
-		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
-		Clients: []Client{{ID: "idp", Name: "Hôpital Nord <DPI>", SecretSHA256: sum(testClientSecret),
-			Scopes: []string{"authentication"}, RedirectURIs: []string{"https://idp.test/cb", w.idpSite.URL + "/cb"}}},
-		Operators:      []Operator{{Name: "desk-1", KeySHA256: sum(testOperatorKey)}, {Name: "desk-2", KeySHA256: sum(testOperatorKeyTwo)}},
+		Logger:         slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Clients:        []Client{client},
+		Operators:      []Operator{{Name: operator, KeySHA256: sum(testOperatorKey)}, {Name: "desk-2", KeySHA256: sum(testOperatorKeyTwo)}},
 		Registry:       reg,
 		Metrics:        metrics,
 		Enrollment:     enrol,

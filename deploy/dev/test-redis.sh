@@ -16,7 +16,7 @@ if [ "$#" -eq 0 ]; then
 fi
 for bin in redis-server redis-cli; do
 	if ! command -v "$bin" >/dev/null 2>&1; then
-		echo "test-redis.sh: '$bin' not found in PATH; install Redis (Debian: apt-get install redis-server)" >&2
+		echo "test-redis.sh: '$bin' not found in PATH; install Redis (Debian: apt-get install redis-server; make test does it when run as root)" >&2
 		exit 127
 	fi
 done
