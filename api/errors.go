@@ -19,6 +19,7 @@ import (
 	"github.com/ecps-sante/ecps/challenge"
 	"github.com/ecps-sante/ecps/deviceproof"
 	"github.com/ecps-sante/ecps/directory"
+	"github.com/ecps-sante/ecps/durable"
 	"github.com/ecps-sante/ecps/enrollment"
 )
 
@@ -130,7 +131,7 @@ func toError(err error) *Error {
 			return invalidRequest(strings.TrimPrefix(err.Error(), invalid.Error()+": "))
 		}
 	}
-	if isUnavailable(err) {
+	if isUnavailable(err) || errors.Is(err, durable.ErrNotDurable) {
 		return errUnavailable
 	}
 	return errServer

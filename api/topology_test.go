@@ -9,6 +9,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ecps-sante/ecps/challenge"
+	"github.com/ecps-sante/ecps/durable"
+	"github.com/ecps-sante/ecps/enrollment"
 	"github.com/ecps-sante/ecps/redistest"
 )
 
@@ -154,4 +157,76 @@ func TestLongPollOnClusterUsesShardedChannels(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the long-poll did not get the decision: its wake-up was lost")
 	}
+}
+
+// sentinelEnvDurable is two replicas on a Sentinel set, with enrolments and
+// decisions waiting for one replica's acknowledgement (redis.min_replicas_ack: 1).
+func sentinelEnvDurable(t *testing.T) (*env, *redistest.Sentinel, redis.UniversalClient) {
+	set := redistest.StartSentinel(t)
+	rdb, prefix := set.Client(t)
+	acked := durable.New(rdb, 1, 300*time.Millisecond)
+	e := newEnvWith(t, rdb, prefix, 2, func(eo *enrollment.Options, co *challenge.Options) {
+		eo.Durable, co.Durable = acked, acked
+	})
+	return e, set, rdb
+}
+
+// TestDurableDecisionSurvivesFailover: a decision answered 204 is on the
+// replica: the master killed right after it (SIGKILL, no time to
+// replicate anything later), the login is still approved on the new master
+// and delivered once. The same for the enrolment before it.
+func TestDurableDecisionSurvivesFailover(t *testing.T) {
+	e, set, _ := sentinelEnvDurable(t)
+	subject := adeliSubject()
+	p := e.newDevice(subject)
+	c := e.createAuth(map[string]any{"login_hint": subject})
+	ch := e.pendingChallenge(p)
+	e.respond(1, p, ch["challenge_id"].(string), p.decision(t, e.clock.Now(), ch, "approve", c.VerificationNumber)).
+		wantStatus(t, http.StatusNoContent)
+	old := set.Master.Addr()
+	set.Master.Stop() // SIGKILL
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if addr, err := set.CurrentMaster(context.Background()); err == nil && addr != old {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no failover within 20 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var r response
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		r = e.poll(0, c, "")
+		if r.Status != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.wantStatus(t, http.StatusOK)
+	e.clock.Advance(3 * time.Second)
+	e.poll(1, c, "").wantError(t, http.StatusBadRequest, "invalid_grant")
+	// The device, enrolled before, authenticates on the new master.
+	e.call(e.url(), p, "GET", "/api/v1/device/devices", nil).wantStatus(t, http.StatusOK)
+}
+
+// TestDurableWithoutReplicaIs503: with the replica stopped, a decision
+// cannot be acknowledged: the phone gets 503 unavailable (not 204), and the
+// same decision sent again once the replica is back answers 204.
+func TestDurableWithoutReplicaIs503(t *testing.T) {
+	e, set, _ := sentinelEnvDurable(t)
+	subject := adeliSubject()
+	p := e.newDevice(subject)
+	c := e.createAuth(map[string]any{"login_hint": subject})
+	ch := e.pendingChallenge(p)
+	jws := p.decision(t, e.clock.Now(), ch, "approve", c.VerificationNumber)
+	set.Replica.Pause()
+	r := e.respond(0, p, ch["challenge_id"].(string), jws)
+	set.Replica.Resume()
+	r.wantError(t, http.StatusServiceUnavailable, "unavailable")
+	waitFor(t, func() bool {
+		return e.respond(1, p, ch["challenge_id"].(string), jws).Status == http.StatusNoContent
+	})
+	e.poll(0, c, "").wantStatus(t, http.StatusOK)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/deviceproof"
+	"github.com/ecps-sante/ecps/durable"
 	"github.com/ecps-sante/ecps/idnat"
 	"github.com/ecps-sante/ecps/push"
 	"github.com/ecps-sante/ecps/token"
@@ -73,6 +74,9 @@ type Options struct {
 	// Identities, when set, refuses practitioners absent from a loaded
 	// directory (ErrUnknownUser) and gives approvals their identity.
 	Identities Identities
+	// Durable makes a decision wait for replicas' acknowledgement before it
+	// is answered and readable (redis.min_replicas_ack); nil: waits for none.
+	Durable *durable.Writer
 	Now        func() time.Time
 }
 
@@ -117,6 +121,9 @@ type Service struct {
 // New returns a Service. hub is the process's subscription (NewHub + Run).
 func New(rdb redis.UniversalClient, log *audit.Log, sender push.Sender, devices Devices, hub *Hub, opts Options) *Service {
 	opts.defaults()
+	if opts.Durable == nil {
+		opts.Durable = durable.New(rdb, 0, 0)
+	}
 	return &Service{rdb: rdb, audit: log, push: sender, devices: devices, hub: hub, keys: keys{opts.KeyPrefix}, opts: opts}
 }
 
@@ -582,15 +589,29 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 		Details: map[string]any{"challenge_id": challengeID, "client_id": clientID}}
 	dj, minID, ttl := s.audit.ScriptArgs(decided)
 	fj, _, _ := s.audit.ScriptArgs(fraud)
-	if err := afterDecisionScript.Run(ctx, s.rdb,
-		[]string{s.keys.pending(dev.Subject), s.keys.denials(dev.Subject), s.keys.block(dev.Subject), s.audit.SubjectStream(dev.Subject),
-			s.keys.ended(dev.Subject, challengeID)},
-		challengeID, status, reason, s.opts.DenialsBeforeBlock, s.opts.BlockDuration.Milliseconds(), dj, fj, minID, ttl,
-		endedTTL(now, expiresMS).Milliseconds()).Err(); err != nil {
+	// With redis.min_replicas_ack, each step is answered only once replicas
+	// have it: an acknowledged decision survives its master's failover.
+	if err := s.opts.Durable.Do(ctx, s.keys.pending(dev.Subject), func(c redis.Cmdable) error {
+		return afterDecisionScript.Run(ctx, c,
+			[]string{s.keys.pending(dev.Subject), s.keys.denials(dev.Subject), s.keys.block(dev.Subject), s.audit.SubjectStream(dev.Subject),
+				s.keys.ended(dev.Subject, challengeID)},
+			challengeID, status, reason, s.opts.DenialsBeforeBlock, s.opts.BlockDuration.Milliseconds(), dj, fj, minID, ttl,
+			endedTTL(now, expiresMS).Milliseconds()).Err()
+	}); err != nil {
 		return fmt.Errorf("audit decision: %w", err)
 	}
 	p := s.rdb.Pipeline()
-	p.HSet(ctx, s.keys.auth(tag), "audited", "1")
+	if s.opts.Durable.Replicas() > 0 {
+		// Acknowledged before the wake-up; replicas that have it have the
+		// decision too (replication keeps the master's order).
+		if err := s.opts.Durable.Do(ctx, s.keys.auth(tag), func(c redis.Cmdable) error {
+			return c.HSet(ctx, s.keys.auth(tag), "audited", "1").Err()
+		}); err != nil {
+			return fmt.Errorf("publish decision: %w", err)
+		}
+	} else {
+		p.HSet(ctx, s.keys.auth(tag), "audited", "1")
+	}
 	if err := s.hub.announce(ctx, p, tag); err != nil {
 		return fmt.Errorf("publish decision: %w", err)
 	}

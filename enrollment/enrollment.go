@@ -21,6 +21,7 @@ import (
 
 	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/deviceproof"
+	"github.com/ecps-sante/ecps/durable"
 	"github.com/ecps-sante/ecps/idnat"
 	"github.com/ecps-sante/ecps/token"
 )
@@ -38,6 +39,9 @@ type Options struct {
 	// Directory, when set, refuses activations for practitioners absent
 	// from a loaded directory (ErrUnknownUser).
 	Directory Directory
+	// Durable makes an enrolment wait for replicas' acknowledgement before
+	// it is answered (redis.min_replicas_ack); nil: waits for none.
+	Durable *durable.Writer
 	Now       func() time.Time
 }
 
@@ -81,6 +85,9 @@ func New(rdb redis.UniversalClient, log *audit.Log, opts Options) *Service {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Durable == nil {
+		opts.Durable = durable.New(rdb, 0, 0)
 	}
 	return &Service{rdb: rdb, audit: log, keys: keys{opts.KeyPrefix}, opts: opts,
 		pointers: make(map[string]devicePointer)}
@@ -362,12 +369,29 @@ func (s *Service) Enrol(ctx context.Context, req EnrolRequest) (Device, error) {
 		Details: map[string]any{"activation_id": req.ActivationID, "device_id": deviceID,
 			"platform": req.Platform, "model": req.Model, "app_version": req.AppVersion}}
 	ej, minID, ttl := s.audit.ScriptArgs(entry)
-	p = s.rdb.Pipeline()
-	p.Set(ctx, s.keys.device(deviceID), pj, 0)
-	res := enrolScript.Eval(ctx, p, // EVAL: a pipeline cannot fall back from EVALSHA
-		[]string{s.keys.activationState(act.Subject, req.ActivationID), s.keys.devices(act.Subject), s.audit.SubjectStream(act.Subject)},
-		deviceID, sj, s.opts.DevicesPerSubject, now.UnixMilli(), ej, minID, ttl)
-	if _, err := p.Exec(ctx); err != nil {
+	// When replicas must acknowledge (redis.min_replicas_ack), the pointer
+	// (on its own slot) is written and acknowledged first.
+	durable := s.opts.Durable.Replicas() > 0
+	if durable {
+		if err := s.opts.Durable.Do(ctx, s.keys.device(deviceID), func(c redis.Cmdable) error {
+			return c.Set(ctx, s.keys.device(deviceID), pj, 0).Err()
+		}); err != nil {
+			return Device{}, fmt.Errorf("enrol: %w", err)
+		}
+	}
+	var res *redis.Cmd
+	err = s.opts.Durable.Do(ctx, s.keys.devices(act.Subject), func(c redis.Cmdable) error {
+		p := c.Pipeline()
+		if !durable {
+			p.Set(ctx, s.keys.device(deviceID), pj, 0)
+		}
+		res = enrolScript.Eval(ctx, p, // EVAL: a pipeline cannot fall back from EVALSHA
+			[]string{s.keys.activationState(act.Subject, req.ActivationID), s.keys.devices(act.Subject), s.audit.SubjectStream(act.Subject)},
+			deviceID, sj, s.opts.DevicesPerSubject, now.UnixMilli(), ej, minID, ttl)
+		_, err := p.Exec(ctx)
+		return err
+	})
+	if err != nil {
 		return Device{}, fmt.Errorf("enrol: %w", err)
 	}
 	vals, err := res.StringSlice()

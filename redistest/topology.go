@@ -70,7 +70,7 @@ func (c *Cluster) Client(t testing.TB) (*redis.ClusterClient, string) {
 }
 
 // waitOK waits until every node that runs reports cluster_state:ok and
-// agrees on which nodes are masters.
+// every master has its replica in sync.
 func (c *Cluster) waitOK() {
 	c.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -82,6 +82,12 @@ func (c *Cluster) waitOK() {
 			}
 			info, err := n.cli("CLUSTER", "INFO")
 			if err != nil || !strings.Contains(info, "cluster_state:ok") {
+				ok = false
+				break
+			}
+			// A master's replica in sync (state=online).
+			repl, err := n.cli("INFO", "replication")
+			if err != nil || (strings.Contains(repl, "role:master") && !strings.Contains(repl, "state=online")) {
 				ok = false
 				break
 			}
@@ -177,8 +183,14 @@ func StartSentinel(t testing.TB) *Sentinel {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		ok := true
+		// The replica in sync (state=online), and the sentinels seeing it
+		// and each other.
+		info, err := st.Master.cli("INFO", "replication")
+		ok := err == nil && strings.Contains(info, "state=online")
 		for _, s := range st.Sentinels {
+			if !ok {
+				break
+			}
 			out, err := s.cli("SENTINEL", "MASTER", SentinelMaster)
 			if err != nil || !strings.Contains(out, "num-other-sentinels\n2") || !strings.Contains(out, "num-slaves\n1") {
 				ok = false

@@ -40,6 +40,11 @@ type redisConfig struct {
 	Sentinel  sentinelConfig `yaml:"sentinel,omitempty"`
 	Password  string         `yaml:"password,omitempty"`
 	KeyPrefix string         `yaml:"key_prefix"`
+	// MinReplicasAck: replicas that must acknowledge an enrolment or a
+	// decision before it is answered (WAIT); 0: none (standalone).
+	MinReplicasAck int `yaml:"min_replicas_ack"`
+	// ReplicaAckTimeout bounds that wait; past it the answer is 503.
+	ReplicaAckTimeout string `yaml:"replica_ack_timeout,omitempty"`
 }
 
 type sentinelConfig struct {
@@ -100,7 +105,7 @@ func defaults() fileConfig {
 	return fileConfig{
 		Listen:    ":8080",
 		PublicURL: "",
-		Redis:     redisConfig{KeyPrefix: "ecps:"},
+		Redis:     redisConfig{KeyPrefix: "ecps:", ReplicaAckTimeout: "100ms"},
 		Push:      pushConfig{Provider: "log", FCM: fcmConfig{Timeout: "10s", Concurrency: 32}},
 		Limits: limitsConfig{ActivationTTL: "10m", ActivationAttempts: 5, DevicesPerSubject: 5,
 			PendingPerSubject: 3, PushesPerSubject: 10, PushesWindow: "5m", DenialsBeforeBlock: 5,
@@ -112,19 +117,20 @@ func defaults() fileConfig {
 
 // Config is the validated configuration.
 type Config struct {
-	File             fileConfig
-	ActivationTTL    time.Duration
-	PushesWindow     time.Duration
-	BlockDuration    time.Duration
-	ProofMaxSkew     time.Duration
-	QRTokenTTL       time.Duration
-	PollInterval     time.Duration
-	DeskSignInWindow time.Duration
-	AuditRetention   time.Duration
-	PushTimeout      time.Duration
-	TrustedProxies   []string
-	Clients          []client
-	Operators        []operator
+	File              fileConfig
+	ActivationTTL     time.Duration
+	PushesWindow      time.Duration
+	BlockDuration     time.Duration
+	ProofMaxSkew      time.Duration
+	QRTokenTTL        time.Duration
+	PollInterval      time.Duration
+	DeskSignInWindow  time.Duration
+	AuditRetention    time.Duration
+	PushTimeout       time.Duration
+	ReplicaAckTimeout time.Duration
+	TrustedProxies    []string
+	Clients           []client
+	Operators         []operator
 }
 
 type client struct {
@@ -324,6 +330,14 @@ func validate(fc fileConfig) (Config, error) {
 	}
 	cfg.TrustedProxies = fc.TrustedProxies
 	validateRedis(fc.Redis, bad)
+	if fc.Redis.MinReplicasAck < 0 || fc.Redis.MinReplicasAck > 5 {
+		bad("redis.min_replicas_ack", "want 0 (no wait) to 5, got %d", fc.Redis.MinReplicasAck)
+	}
+	if d, err := parseDuration(fc.Redis.ReplicaAckTimeout); err != nil || d < 10*time.Millisecond || d > time.Second {
+		bad("redis.replica_ack_timeout", "want a duration from 10ms to 1s, got %q", fc.Redis.ReplicaAckTimeout)
+	} else {
+		cfg.ReplicaAckTimeout = d
+	}
 
 	seen := map[string]bool{}
 	for i, c := range fc.Clients {

@@ -36,6 +36,7 @@ import (
 	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/challenge"
 	"github.com/ecps-sante/ecps/directory"
+	"github.com/ecps-sante/ecps/durable"
 	"github.com/ecps-sante/ecps/enrollment"
 	"github.com/ecps-sante/ecps/push"
 	"github.com/ecps-sante/ecps/ratelimit"
@@ -123,8 +124,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	go func() { defer workers.Done(); hub.Run(bg) }()
 	go func() { defer workers.Done(); limiter.Run(bg) }()
 	dir := directory.NewStore(rdb, directory.Options{KeyPrefix: cfg.File.Redis.KeyPrefix})
+	acked := durable.New(rdb, cfg.File.Redis.MinReplicasAck, cfg.ReplicaAckTimeout)
 	enrol := enrollment.New(rdb, auditLog, enrollment.Options{
 		Directory:          dir,
+		Durable:            acked,
 		KeyPrefix:          cfg.File.Redis.KeyPrefix,
 		PublicURL:          cfg.File.PublicURL,
 		ActivationTTL:      cfg.ActivationTTL,
@@ -142,6 +145,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	}
 	challenges := challenge.New(rdb, auditLog, sender, enrol, hub, challenge.Options{
 		Identities:         dir,
+		Durable:            acked,
 		KeyPrefix:          cfg.File.Redis.KeyPrefix,
 		PublicURL:          cfg.File.PublicURL,
 		NumberDigits:       cfg.File.Limits.NumberDigits,
