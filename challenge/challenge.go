@@ -77,7 +77,7 @@ type Options struct {
 	// Durable makes a decision wait for replicas' acknowledgement before it
 	// is answered and readable (redis.min_replicas_ack); nil: waits for none.
 	Durable *durable.Writer
-	Now        func() time.Time
+	Now     func() time.Time
 }
 
 func (o *Options) defaults() {

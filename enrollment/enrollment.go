@@ -42,7 +42,7 @@ type Options struct {
 	// Durable makes an enrolment wait for replicas' acknowledgement before
 	// it is answered (redis.min_replicas_ack); nil: waits for none.
 	Durable *durable.Writer
-	Now       func() time.Time
+	Now     func() time.Time
 }
 
 // Directory is the practitioner directory, as this package needs it
