@@ -226,16 +226,13 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 	}
 	var res *redis.Cmd
 	if subject != "" {
-		limit := entry
-		limit.Event = EventLimitHit
-		limit.Details = map[string]any{"limit": "__LIMIT__", "kind": kind}
 		ej, minID, ttl := s.audit.ScriptArgs(entry)
-		lj, _, _ := s.audit.ScriptArgs(limit)
+		phone := pendingValue(expires, phoneView(tag, fields))
 		res = createPushScript.Eval(ctx, p, // EVAL: a pipeline cannot fall back from EVALSHA
-			[]string{s.devices.DevicesKey(subject), s.keys.pending(subject), s.keys.pushes(subject), s.keys.block(subject),
-				s.audit.SubjectStream(subject), s.keys.refused(subject, challengeID)},
+			[]string{s.devices.DevicesKey(subject), s.keys.logins(subject), s.audit.SubjectStream(subject)},
 			now.UnixMilli(), expires.UnixMilli(), challengeID, s.opts.PendingPerSubject, s.opts.PushesPerSubject,
-			s.opts.PushesWindow.Milliseconds(), ej, lj, minID, ttl)
+			s.opts.PushesWindow.Milliseconds(), ej, minID, ttl, phone, entry.Time.Format(time.RFC3339), req.Client.ID,
+			s.loginsKeep().Milliseconds(), subject)
 	}
 	if _, err := p.Exec(ctx); err != nil {
 		return Created{}, fmt.Errorf("create authentication: %w", err)
@@ -401,8 +398,8 @@ func (s *Service) Cancel(ctx context.Context, clientID, authReqID string) error 
 	p := s.rdb.Pipeline()
 	if subject != "" {
 		ej, minID, ttl := s.audit.ScriptArgs(entry)
-		cancelledScript.Eval(ctx, p, []string{s.keys.pending(subject), s.audit.SubjectStream(subject), s.keys.ended(subject, challengeID)},
-			challengeID, ej, minID, ttl, endedTTL(now, vals[2]).Milliseconds())
+		cancelledScript.Eval(ctx, p, []string{s.keys.logins(subject), s.audit.SubjectStream(subject)},
+			challengeID, ej, minID, ttl, endedUntil(vals[2]), s.loginsKeep().Milliseconds())
 	}
 	if err := s.hub.announce(ctx, p, tag); err != nil {
 		return fmt.Errorf("cancel: %w", err)
@@ -443,63 +440,94 @@ func flatMap(vals []string) map[string]string {
 	return m
 }
 
-// ChallengeFor returns a practitioner's challenge. Another practitioner's is
-// ErrNotFound; an ended one ErrConflict (decided, cancelled) or ErrGone.
+// ChallengeFor returns a practitioner's challenge, from their side of it
+// (one read on their hash tag). Another practitioner's is ErrNotFound; an
+// ended one ErrConflict (decided, cancelled) or ErrGone, found by a second
+// read, of the authentication itself, on that path only.
 func (s *Service) ChallengeFor(ctx context.Context, subject, challengeID string) (Challenge, error) {
 	tag, ok := challengeTag(challengeID)
 	if !ok {
 		return Challenge{}, ErrNotFound
 	}
-	h, err := s.rdb.HGetAll(ctx, s.keys.auth(tag)).Result()
+	v, err := s.rdb.HGet(ctx, s.keys.logins(subject), "p:"+challengeID).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return Challenge{}, fmt.Errorf("challenge: %w", err)
+	}
+	now := s.now().UnixMilli()
+	if c, exp, ok := parsePending(v); ok && exp > now {
+		return c, nil
+	}
+	h, err := s.rdb.HMGet(ctx, s.keys.auth(tag), "subject", "status", "expires_ms").Result()
 	if err != nil {
 		return Challenge{}, fmt.Errorf("challenge: %w", err)
 	}
-	if len(h) == 0 || h["subject"] != subject {
+	if sub, _ := h[0].(string); sub != subject {
 		return Challenge{}, ErrNotFound
 	}
-	if h["status"] != "pending" && h["status"] != "claimed" {
+	if st, _ := h[1].(string); st != "pending" && st != "claimed" {
 		return Challenge{}, ErrConflict
 	}
-	if exp, _ := strconv.ParseInt(h["expires_ms"], 10, 64); s.now().UnixMilli() >= exp {
-		return Challenge{}, ErrGone
-	}
-	return challengeFrom(tag, h), nil
+	return Challenge{}, ErrGone
 }
 
-// Pending lists a practitioner's pending challenges, oldest first.
+// Pending lists a practitioner's pending challenges, oldest first: one read
+// of their side of their logins.
 func (s *Service) Pending(ctx context.Context, subject string) ([]Challenge, error) {
-	now := s.now().UnixMilli()
-	ids, err := s.rdb.ZRangeByScore(ctx, s.keys.pending(subject), &redis.ZRangeBy{Min: "(" + strconv.FormatInt(now, 10), Max: "+inf"}).Result()
+	h, err := s.rdb.HGetAll(ctx, s.keys.logins(subject)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("pending: %w", err)
 	}
+	now := s.now().UnixMilli()
 	out := []Challenge{}
-	if len(ids) == 0 {
-		return out, nil
-	}
-	p := s.rdb.Pipeline()
-	cmds := make([]*redis.MapStringStringCmd, 0, len(ids))
-	tags := make([]string, 0, len(ids))
-	for _, id := range ids {
-		tag, ok := challengeTag(id)
-		if !ok {
+	for k, v := range h {
+		if !strings.HasPrefix(k, "p:") {
 			continue
 		}
-		tags = append(tags, tag)
-		cmds = append(cmds, p.HGetAll(ctx, s.keys.auth(tag)))
-	}
-	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("pending: %w", err)
-	}
-	for i, cmd := range cmds {
-		h := cmd.Val()
-		if h["subject"] != subject || (h["status"] != "pending" && h["status"] != "claimed") {
-			continue
+		if c, exp, ok := parsePending(v); ok && exp > now {
+			out = append(out, c)
 		}
-		out = append(out, challengeFrom(tags[i], h))
 	}
-	slices.SortFunc(out, func(a, b Challenge) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	slices.SortFunc(out, func(a, b Challenge) int {
+		if d := a.CreatedAt.Compare(b.CreatedAt); d != 0 {
+			return d
+		}
+		return strings.Compare(a.ChallengeID, b.ChallengeID)
+	})
 	return out, nil
+}
+
+// pendingValue is a login as the practitioner's side keeps it while it is
+// undecided: its expiry, then the phone's view of it (JSON).
+func pendingValue(expires time.Time, c Challenge) string {
+	b, _ := json.Marshal(c) // Challenge has only marshalable fields.
+	return strconv.FormatInt(expires.UnixMilli(), 10) + "|" + string(b)
+}
+
+func parsePending(v string) (c Challenge, expiresMS int64, ok bool) {
+	ms, view, found := strings.Cut(v, "|")
+	if !found {
+		return Challenge{}, 0, false
+	}
+	exp, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil || json.Unmarshal([]byte(view), &c) != nil {
+		return Challenge{}, 0, false
+	}
+	return c, exp, true
+}
+
+// phoneView is the phone's view of a new login, from its fields.
+func phoneView(tag string, fields []any) Challenge {
+	h := make(map[string]string, len(fields)/2)
+	for i := 0; i+1 < len(fields); i += 2 {
+		h[fmt.Sprint(fields[i])] = fmt.Sprint(fields[i+1])
+	}
+	return challengeFrom(tag, h)
+}
+
+// loginsKeep is the TTL of a practitioner's side of their logins, refreshed
+// by every write: long enough for the consecutive denials (24 h) and a block.
+func (s *Service) loginsKeep() time.Duration {
+	return max(24*time.Hour, s.opts.BlockDuration) + time.Minute
 }
 
 // Device is the device making a request, as the proof middleware found it.
@@ -585,18 +613,18 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 	} else {
 		details["uv"] = claims.UV
 	}
-	fraud := audit.Entry{Time: decided.Time, Event: EventFraud, Subject: dev.Subject, Actor: actor,
-		Details: map[string]any{"challenge_id": challengeID, "client_id": clientID}}
 	dj, minID, ttl := s.audit.ScriptArgs(decided)
-	fj, _, _ := s.audit.ScriptArgs(fraud)
+	fj := "" // built only for a fraud report
+	if reason == "fraud" {
+		fj, _, _ = s.audit.ScriptArgs(audit.Entry{Time: decided.Time, Event: EventFraud, Subject: dev.Subject, Actor: actor,
+			Details: map[string]any{"challenge_id": challengeID, "client_id": clientID}})
+	}
 	// With redis.min_replicas_ack, each step is answered only once replicas
 	// have it: an acknowledged decision survives its master's failover.
-	if err := s.opts.Durable.Do(ctx, s.keys.pending(dev.Subject), func(c redis.Cmdable) error {
-		return afterDecisionScript.Run(ctx, c,
-			[]string{s.keys.pending(dev.Subject), s.keys.denials(dev.Subject), s.keys.block(dev.Subject), s.audit.SubjectStream(dev.Subject),
-				s.keys.ended(dev.Subject, challengeID)},
+	if err := s.opts.Durable.Do(ctx, s.keys.logins(dev.Subject), func(c redis.Cmdable) error {
+		return afterDecisionScript.Run(ctx, c, []string{s.keys.logins(dev.Subject), s.audit.SubjectStream(dev.Subject)},
 			challengeID, status, reason, s.opts.DenialsBeforeBlock, s.opts.BlockDuration.Milliseconds(), dj, fj, minID, ttl,
-			endedTTL(now, expiresMS).Milliseconds()).Err()
+			endedUntil(expiresMS), now.UnixMilli(), s.loginsKeep().Milliseconds()).Err()
 	}); err != nil {
 		return fmt.Errorf("audit decision: %w", err)
 	}
@@ -648,8 +676,9 @@ func (s *Service) Claim(ctx context.Context, dev Device, qrToken string) (Challe
 		Actor:   audit.Actor{Type: audit.ActorClient, ID: h["client_id"]},
 		Details: map[string]any{"challenge_id": c.ChallengeID, "kind": "qr", "claimed_by": dev.ID, "expires_at": c.ExpiresAt.Format(time.RFC3339)}}
 	ej, minID, ttl := s.audit.ScriptArgs(entry)
-	if err := claimedScript.Run(ctx, s.rdb, []string{s.keys.pending(dev.Subject), s.audit.SubjectStream(dev.Subject), s.keys.ended(dev.Subject, c.ChallengeID)},
-		c.ChallengeID, h["expires_ms"], ej, minID, ttl, now.UnixMilli()).Err(); err != nil {
+	expires, _ := strconv.ParseInt(h["expires_ms"], 10, 64)
+	if err := claimedScript.Run(ctx, s.rdb, []string{s.keys.logins(dev.Subject), s.audit.SubjectStream(dev.Subject)},
+		c.ChallengeID, pendingValue(time.UnixMilli(expires), c), ej, minID, ttl, s.loginsKeep().Milliseconds()).Err(); err != nil {
 		return Challenge{}, fmt.Errorf("claim: %w", err)
 	}
 	return c, nil
@@ -657,15 +686,11 @@ func (s *Service) Claim(ctx context.Context, dev Device, qrToken string) (Challe
 
 // ---- identifiers and small helpers ----
 
-// endedTTL is how long the mark of a login's end is kept: as long as the
-// authentication itself (its expiry, given in ms, plus keepAfterEnd).
-func endedTTL(now time.Time, expiresMS string) time.Duration {
+// endedUntil is until when the mark of a login's end is kept (ms): as long
+// as the authentication itself (its expiry, in ms, plus keepAfterEnd).
+func endedUntil(expiresMS string) int64 {
 	ms, _ := strconv.ParseInt(expiresMS, 10, 64)
-	d := time.UnixMilli(ms).Sub(now) + keepAfterEnd
-	if d < time.Minute {
-		d = time.Minute
-	}
-	return d
+	return ms + keepAfterEnd.Milliseconds()
 }
 
 func randomDigits(n int) string {

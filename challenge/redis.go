@@ -10,67 +10,44 @@ import (
 //
 //	{a:<tag>}               hash, one authentication; TTL expiry + 10 min (the
 //	                        IdP and the QR page still read its end)
-//	{a:<tag>}:qr            hash sha256(qr token) -> expiry ms, one per slot of a QR
-//	                        login, written at creation (qr.go); TTL the authentication's
-//	{sub:<idNat>}:pending   zset challenge_id -> expiry ms, the practitioner's
-//	                        pending logins; TTL the longest expiry
-//	{sub:<idNat>}:pushes    zset challenge_id -> creation ms, push logins in the
-//	                        window; TTL the window
-//	{sub:<idNat>}:denials   string, consecutive denials; TTL 24 h
-//	{sub:<idNat>}:block     string, why pushes are blocked; TTL block_duration
-//	{sub:<idNat>}:refused:<challenge_id>  string "limit|retry_ms", a push login
-//	                        refused by a limit, so that the script run again
-//	                        answers the same; TTL 1 min
-//	{sub:<idNat>}:ended:<challenge_id>    string, the end of a login (decision
-//	                        or cancellation) was counted and audited on the
-//	                        practitioner's side; TTL the authentication's
+//	{a:<tag>}:qr            hash sha256(qr token) -> expiry ms; TTL the authentication's
+//	{sub:<idNat>}:logins    hash, the practitioner's side of their logins, read
+//	                        whole in one command (HGETALL: a few dozen fields):
+//	  p:<challenge_id>      "<expiry ms>|<challenge JSON>": undecided, for the
+//	                        phone's list and the pending limit
+//	  w:<challenge_id>      "<creation ms>": a push login in the push window
+//	  e:<challenge_id>      "<keep until ms>": its end (decision or cancel) was
+//	                        counted and audited: run again, nothing more
+//	  r:<challenge_id>      "<keep until ms>|<limit>|<retry ms>": a refusal by a
+//	                        limit, so that the create run again answers the same
+//	  block                 "<until ms>|<denials|fraud>": pushes blocked
+//	  denials               "<count>|<last ms>": consecutive denials (24 h)
+//	                        stale fields go when the next login is created; TTL
+//	                        refreshed on every write (24 h, or the block)
 //	<prefix>auth-events     pub/sub channel: the tag of an authentication that ended
 type keys struct{ prefix string }
 
-func (k keys) auth(tag string) string        { return k.prefix + "{a:" + tag + "}" }
-func (k keys) qr(tag string) string          { return k.prefix + "{a:" + tag + "}:qr" }
-func (k keys) pending(subject string) string { return k.prefix + "{sub:" + subject + "}:pending" }
-func (k keys) pushes(subject string) string  { return k.prefix + "{sub:" + subject + "}:pushes" }
-func (k keys) denials(subject string) string { return k.prefix + "{sub:" + subject + "}:denials" }
-func (k keys) block(subject string) string   { return k.prefix + "{sub:" + subject + "}:block" }
-func (k keys) refused(subject, challengeID string) string {
-	return k.prefix + "{sub:" + subject + "}:refused:" + challengeID
-}
-func (k keys) ended(subject, challengeID string) string {
-	return k.prefix + "{sub:" + subject + "}:ended:" + challengeID
-}
-func (k keys) channel() string { return k.prefix + "auth-events" }
+func (k keys) auth(tag string) string       { return k.prefix + "{a:" + tag + "}" }
+func (k keys) qr(tag string) string         { return k.prefix + "{a:" + tag + "}:qr" }
+func (k keys) logins(subject string) string { return k.prefix + "{sub:" + subject + "}:logins" }
+func (k keys) channel() string              { return k.prefix + "auth-events" }
 
 const auditLua = audit.AppendLua
 
 // createPushScript checks the practitioner's devices and limits and records
 // a new push login, atomically on the practitioner's hash tag.
-// KEYS: devices, pending, pushes, block, audit, refused.
+// KEYS: devices, logins, audit.
 // ARGV: now_ms, expires_ms, challenge_id, pending_limit, pushes_limit,
-// window_ms, created entry, limit entry (with __LIMIT__), minid, audit ttl.
+// window_ms, created entry, minid, audit ttl, "<expiry ms>|<challenge JSON>" (the phone's
+// view), time (RFC 3339, for a limit.hit entry), client_id, keep ms (the
+// hash's TTL), subject. Only a refusal builds its limit.hit entry.
 // Returns {ok, device_id, token, ...} | {unknown_user} | {no_active_device} |
 // {limit, name, retry_ms}. Run again for the same challenge_id, it answers
 // as the first run did and changes nothing.
 var createPushScript = redis.NewScript(auditLua + `
-local now = tonumber(ARGV[1])
+local now, chl = tonumber(ARGV[1]), ARGV[3]
 local out = {'ok'}
-local refused = redis.call('GET', KEYS[6])
-if refused then
-  local name, retry = string.match(refused, '^(.*)|(.*)$')
-  return {'limit', name, retry}
-end
-if redis.call('ZSCORE', KEYS[2], ARGV[3]) then
-  -- A retried run: the login is already recorded.
-  for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
-    local d = cjson.decode(v)
-    if d.status == 'active' and d.push_token ~= '' then
-      table.insert(out, d.device_id); table.insert(out, d.push_token)
-    end
-  end
-  return out
-end
 local devices = redis.call('HVALS', KEYS[1])
-if #devices == 0 then return {'unknown_user'} end
 local active = 0
 for _, v in ipairs(devices) do
   local d = cjson.decode(v)
@@ -79,31 +56,58 @@ for _, v in ipairs(devices) do
     if d.push_token ~= '' then table.insert(out, d.device_id); table.insert(out, d.push_token) end
   end
 end
-if active == 0 then return {'no_active_device'} end
-local function refuse(name, retry)
-  audit_append(KEYS[5], string.gsub(ARGV[8], '__LIMIT__', name), ARGV[9], ARGV[10])
-  retry = tostring(math.max(retry, 1))
-  redis.call('SET', KEYS[6], name .. '|' .. retry, 'PX', 60000)
+local h = redis.call('HGETALL', KEYS[2])
+local f = {}
+for i = 1, #h, 2 do f[h[i]] = h[i + 1] end
+if f['p:' .. chl] or f['e:' .. chl] then return out end -- a run again: recorded already
+local memo = f['r:' .. chl]
+if memo then
+  local _, name, retry = string.match(memo, '^(%d+)|(.*)|(%d+)$')
   return {'limit', name, retry}
 end
-local block = redis.call('PTTL', KEYS[4])
-if block > 0 then return refuse('blocked', block) end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
-  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  return refuse('pending_per_subject', tonumber(first[2]) - now)
-end
+if #devices == 0 then return {'unknown_user'} end
+if active == 0 then return {'no_active_device'} end
+-- Count, and forget what is stale.
 local window = tonumber(ARGV[6])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
-if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then
-  local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-  return refuse('pushes_per_subject', tonumber(first[2]) + window - now)
+local pending, oldestExp, pushes, oldestPush, stale = 0, nil, 0, nil, {}
+for k, v in pairs(f) do
+  local kind = string.sub(k, 1, 2)
+  local t = tonumber(string.match(v, '^(%d+)'))
+  if kind == 'p:' then
+    if t <= now then table.insert(stale, k) else
+      pending = pending + 1
+      if not oldestExp or t < oldestExp then oldestExp = t end
+    end
+  elseif kind == 'w:' then
+    if t <= now - window then table.insert(stale, k) else
+      pushes = pushes + 1
+      if not oldestPush or t < oldestPush then oldestPush = t end
+    end
+  elseif (kind == 'e:' or kind == 'r:') and t <= now then
+    table.insert(stale, k)
+  end
 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], tonumber(redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2]) - now + 60000)
-redis.call('ZADD', KEYS[3], now, ARGV[3])
-redis.call('PEXPIRE', KEYS[3], window)
-audit_append(KEYS[5], ARGV[7], ARGV[9], ARGV[10])
+if #stale > 0 then redis.call('HDEL', KEYS[2], unpack(stale)) end
+local function refuse(name, retry)
+  retry = tostring(math.max(retry, 1))
+  local entry = cjson.encode({time = ARGV[11], event = 'limit.hit', subject = ARGV[14],
+    actor = {type = 'client', id = ARGV[12]}, details = {limit = name, kind = 'push', challenge_id = chl}})
+  audit_append(KEYS[3], entry, ARGV[8], ARGV[9])
+  redis.call('HSET', KEYS[2], 'r:' .. chl, (now + 60000) .. '|' .. name .. '|' .. retry)
+  redis.call('PEXPIRE', KEYS[2], ARGV[13])
+  return {'limit', name, retry}
+end
+local block = f['block']
+if block then
+  local untilMs = tonumber(string.match(block, '^(%d+)'))
+  if untilMs > now then return refuse('blocked', untilMs - now) end
+  redis.call('HDEL', KEYS[2], 'block')
+end
+if pending >= tonumber(ARGV[4]) then return refuse('pending_per_subject', oldestExp - now) end
+if pushes >= tonumber(ARGV[5]) then return refuse('pushes_per_subject', oldestPush + window - now) end
+redis.call('HSET', KEYS[2], 'p:' .. chl, ARGV[10], 'w:' .. chl, now)
+redis.call('PEXPIRE', KEYS[2], ARGV[13])
+audit_append(KEYS[3], ARGV[7], ARGV[8], ARGV[9])
 return out
 `)
 
@@ -169,32 +173,40 @@ return {status, reason, h[7], h[1], h[4]}
 `)
 
 // afterDecisionScript audits a decision and keeps the practitioner's
-// counters, once per login. KEYS: pending, denials, block, audit, ended.
+// counters, once per login. KEYS: logins, audit.
 // ARGV: challenge_id, status, reason, denials before block, block ms,
-// decision entry, fraud entry, minid, audit ttl, ended ttl ms.
+// decision entry, fraud entry (or empty), minid, audit ttl, end kept until
+// ms, now ms, keep ms (the hash's TTL).
 // Returns ok | blocked | again (already done: nothing changed).
 var afterDecisionScript = redis.NewScript(auditLua + `
-if not redis.call('SET', KEYS[5], 'decided', 'NX', 'PX', ARGV[10]) then return 'again' end
-redis.call('ZREM', KEYS[1], ARGV[1])
-audit_append(KEYS[4], ARGV[6], ARGV[8], ARGV[9])
+local chl, now = ARGV[1], tonumber(ARGV[11])
+if redis.call('HSETNX', KEYS[1], 'e:' .. chl, ARGV[10]) == 0 then return 'again' end
+redis.call('HDEL', KEYS[1], 'p:' .. chl)
+audit_append(KEYS[2], ARGV[6], ARGV[8], ARGV[9])
+local res = 'ok'
 if ARGV[2] == 'approved' then
-  redis.call('DEL', KEYS[2])
-  return 'ok'
+  redis.call('HDEL', KEYS[1], 'denials')
+elseif ARGV[3] == 'fraud' then
+  audit_append(KEYS[2], ARGV[7], ARGV[8], ARGV[9])
+  redis.call('HSET', KEYS[1], 'block', (now + tonumber(ARGV[5])) .. '|fraud')
+  redis.call('HDEL', KEYS[1], 'denials')
+  res = 'blocked'
+else
+  local d = redis.call('HGET', KEYS[1], 'denials')
+  local n, last = 0, 0
+  if d then n, last = string.match(d, '^(%d+)|(%d+)$'); n, last = tonumber(n), tonumber(last) end
+  if now - last > 86400000 then n = 0 end
+  n = n + 1
+  if n >= tonumber(ARGV[4]) then
+    redis.call('HSET', KEYS[1], 'block', (now + tonumber(ARGV[5])) .. '|denials')
+    redis.call('HDEL', KEYS[1], 'denials')
+    res = 'blocked'
+  else
+    redis.call('HSET', KEYS[1], 'denials', n .. '|' .. now)
+  end
 end
-if ARGV[3] == 'fraud' then
-  audit_append(KEYS[4], ARGV[7], ARGV[8], ARGV[9])
-  redis.call('SET', KEYS[3], 'fraud', 'PX', ARGV[5])
-  redis.call('DEL', KEYS[2])
-  return 'blocked'
-end
-local n = redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], 86400)
-if n >= tonumber(ARGV[4]) then
-  redis.call('SET', KEYS[3], 'denials', 'PX', ARGV[5])
-  redis.call('DEL', KEYS[2])
-  return 'blocked'
-end
-return 'ok'
+redis.call('PEXPIRE', KEYS[1], ARGV[12])
+return res
 `)
 
 // cancelScript cancels an undecided authentication for its IdP. KEYS: auth.
@@ -238,20 +250,25 @@ return out
 
 // claimedScript records a claimed login on the practitioner's hash tag, once:
 // not again when it is pending there already or has ended.
-// KEYS: pending, audit, ended. ARGV: challenge_id, expires_ms, entry, minid, audit ttl, now_ms.
+// KEYS: logins, audit. ARGV: challenge_id, "<expiry ms>|<challenge JSON>",
+// entry, minid, audit ttl, keep ms.
 var claimedScript = redis.NewScript(auditLua + `
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('EXISTS', KEYS[3]) == 1 then return 'ok' end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]) - tonumber(ARGV[6]) + 60000)
+local chl = ARGV[1]
+if redis.call('HEXISTS', KEYS[1], 'e:' .. chl) == 1 then return 'ok' end
+if redis.call('HSETNX', KEYS[1], 'p:' .. chl, ARGV[2]) == 0 then return 'ok' end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
 audit_append(KEYS[2], ARGV[3], ARGV[4], ARGV[5])
 return 'ok'
 `)
 
 // cancelledScript audits a cancellation on the practitioner's hash tag, once.
-// KEYS: pending, audit, ended. ARGV: challenge_id, entry, minid, audit ttl, ended ttl ms.
+// KEYS: logins, audit. ARGV: challenge_id, entry, minid, audit ttl, end
+// kept until ms, keep ms.
 var cancelledScript = redis.NewScript(auditLua + `
-if not redis.call('SET', KEYS[3], 'cancelled', 'NX', 'PX', ARGV[5]) then return 'again' end
-redis.call('ZREM', KEYS[1], ARGV[1])
+local chl = ARGV[1]
+if redis.call('HSETNX', KEYS[1], 'e:' .. chl, ARGV[5]) == 0 then return 'again' end
+redis.call('HDEL', KEYS[1], 'p:' .. chl)
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
 audit_append(KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 return 'ok'
 `)
