@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
+	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -374,3 +379,51 @@ func TestFCMAddr(t *testing.T) {
 }
 
 func sha256Of(s string) [32]byte { return sha256.Sum256([]byte(s)) }
+
+func TestPlot(t *testing.T) {
+	dir := t.TempDir()
+	r := Report{Label: "a <b>", Mode: "open", LoginsPerS: 12, Spectrum: map[string][][2]float64{
+		stepResult: {{0, 0.5}, {50, 1}, {99, 2}, {99.99, 3}, {100, 3.5}},
+		stepTotal:  {{0, 1}, {50, 3}, {100, 9}},
+	}}
+	b, _ := json.Marshal(r)
+	in := filepath.Join(dir, "r.json")
+	if err := os.WriteFile(in, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "p.svg")
+	var stderr bytes.Buffer
+	if code := run(context.Background(), []string{"plot", "-o", out, in, in}, io.Discard, &stderr); code != exitOK {
+		t.Fatalf("plot: %d %s", code, stderr.String())
+	}
+	svg, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := xml.NewDecoder(bytes.NewReader(svg))
+	lines := 0
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("not XML: %v\n%s", err, svg)
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "polyline" {
+			lines++
+		}
+	}
+	if lines != 4 || !strings.Contains(string(svg), "a &lt;b&gt;") {
+		t.Errorf("%d lines in\n%s", lines, svg)
+	}
+	if code := run(context.Background(), []string{"plot", "-steps", "read", in}, io.Discard, &stderr); code != exitError {
+		t.Errorf("a step absent from the reports: exit %d", code)
+	}
+	if top, step := niceCeil(37); top != 50 || step != 10 {
+		t.Errorf("niceCeil(37) = %v, %v", top, step)
+	}
+	if tailX(0) != 0 || tailX(99) != 2 || math.Abs(tailX(99.9)-3) > 1e-9 || tailX(100) <= tailX(99.99) {
+		t.Error("tailX")
+	}
+}

@@ -4,6 +4,7 @@
 //
 //	ecps-bench -targets URL[,URL…] [-credentials FILE] [-devices N] [-fcm ADDR]
 //	           [-concurrency C | -rate R] [-duration D] [-redis URL] [-json FILE]
+//	ecps-bench plot [-o FILE.svg] [-steps result,total] REPORT.json…   latency plot of reports
 //
 // A load run enrols -devices phones (an activation each, by the desk's
 // operator key or the IdP's activation scope, then the phone's enrolment
@@ -57,6 +58,9 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "plot" {
+		return runPlot(args[1:], stdout, stderr)
+	}
 	return runLoad(ctx, args, stdout, stderr)
 }
 
