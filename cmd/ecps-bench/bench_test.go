@@ -427,3 +427,32 @@ func TestPlot(t *testing.T) {
 		t.Error("tailX")
 	}
 }
+
+func TestKeyClassAndMemDelta(t *testing.T) {
+	for key, want := range map[string]string{
+		"ecps:{sub:810001234565}:devices":         "{sub:*}:devices",
+		"ecps:{sub:810001234565}:jti:dev_x:Xk3_a": "{sub:*}:jti:*:*",
+		"ecps:{a:AbC12}":                          "{a:*}",
+		"ecps:{a:AbC12}:qr":                       "{a:*}:qr",
+		"ecps:{push}:enq:chl_x":                   "{push}:enq:*",
+		"ecps:{audit}:all":                        "{audit}:all",
+		"ecps:{rl:bench-idp}:1700000000":          "{rl:*}:*",
+		"plain":                                   "plain",
+	} {
+		if got := keyClass(key); got != want {
+			t.Errorf("keyClass(%q) = %q, want %q", key, got, want)
+		}
+	}
+	a := map[string]int64{"p:{sub:1}:devices": 100, "p:{a:x}": 50, "p:{audit}:all": 1000}
+	b := map[string]int64{"p:{sub:1}:devices": 300, "p:{sub:2}:devices": 200, "p:{audit}:all": 1400, "p:{dev:y}": 100}
+	got := memDelta(a, b, 2)
+	want := map[string]float64{"{sub:*}:devices": 200, "{audit}:all": 200, "{dev:*}": 50, "{a:*}": -25, "all": 425}
+	if len(got) != len(want) {
+		t.Fatalf("memDelta %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("memDelta[%s] = %v, want %v", k, got[k], v)
+		}
+	}
+}

@@ -4,6 +4,8 @@
 //
 //	ecps-bench -targets URL[,URL…] [-credentials FILE] [-devices N] [-fcm ADDR]
 //	           [-concurrency C | -rate R] [-duration D] [-redis URL] [-json FILE]
+//	ecps-bench waiters -targets URL [-n 10000]   long-polls waiting at once: the replica's memory per waiter
+//	ecps-bench memory -targets URL -redis URL    Redis memory per device and per pending login
 //	ecps-bench plot [-o FILE.svg] [-steps result,total] REPORT.json…   latency plot of reports
 //
 // A load run enrols -devices phones (an activation each, by the desk's
@@ -58,8 +60,15 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "plot" {
-		return runPlot(args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "plot":
+			return runPlot(args[1:], stdout, stderr)
+		case "waiters":
+			return runWaiters(ctx, args[1:], stdout, stderr)
+		case "memory":
+			return runMemory(ctx, args[1:], stdout, stderr)
+		}
 	}
 	return runLoad(ctx, args, stdout, stderr)
 }

@@ -11,6 +11,9 @@
 # writes it as JSON. Everything it started is stopped at the end.
 #
 # Env (defaults):
+#   MODE=load     the load run; or waiters (ecps-bench waiters: WAITERS=10000
+#                 long-polls on replica 1) or memory (ecps-bench memory: Redis
+#                 memory per device and per pending login)
 #   REPLICAS=2  DURATION=30s  DEVICES=400  CONCURRENCY=32  RATE=   (logins/s: open loop)
 #   JSON=var/bench/report.json  LABEL="commit <short sha>"  PROFILE= (file: CPU profile of replica 1 during the load)
 # Extra arguments are passed to ecps-bench (e.g. -devices-per-subject 2).
@@ -24,6 +27,8 @@ CONCURRENCY=${CONCURRENCY:-32}
 RATE=${RATE:-}
 JSON=${JSON:-var/bench/report.json}
 PROFILE=${PROFILE:-}
+MODE=${MODE:-load}
+WAITERS=${WAITERS:-10000}
 GO=${GO:-go}
 if [ -z "${LABEL:-}" ]; then
 	LABEL="commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -150,12 +155,27 @@ profile=()
 if [ -n "$PROFILE" ]; then
 	profile=(-profile "$PROFILE")
 fi
-IFS=,
 echo ">> uptime: $(uptime)"
 echo ">> $REPLICAS replica(s) ${targets[*]}, Redis $redis_url, fake FCM on 127.0.0.1:$fcm_port"
-bin/ecps-bench -targets "${targets[*]}" -metrics "${metrics[*]}" -credentials "$tmp/credentials.env" \
-	-fcm "127.0.0.1:$fcm_port" -redis "$redis_url" -pushes-per-subject 0 \
-	-devices "$DEVICES" -duration "$DURATION" "${load[@]}" -label "$LABEL" -json "$JSON" "${profile[@]}" "$@"
-unset IFS
+join() { local IFS=,; echo "$*"; }
+case "$MODE" in
+load)
+	bin/ecps-bench -targets "$(join "${targets[@]}")" -metrics "$(join "${metrics[@]}")" -credentials "$tmp/credentials.env" \
+		-fcm "127.0.0.1:$fcm_port" -redis "$redis_url" -pushes-per-subject 0 \
+		-devices "$DEVICES" -duration "$DURATION" "${load[@]}" -label "$LABEL" -json "$JSON" "${profile[@]}" "$@"
+	;;
+waiters)
+	bin/ecps-bench waiters -targets "${targets[0]}" -metrics "${metrics[0]}" -credentials "$tmp/credentials.env" \
+		-n "$WAITERS" -json "$JSON" "$@"
+	;;
+memory)
+	bin/ecps-bench memory -targets "$(join "${targets[@]}")" -credentials "$tmp/credentials.env" \
+		-fcm "127.0.0.1:$fcm_port" -redis "$redis_url" -json "$JSON" "$@"
+	;;
+*)
+	echo "bench-e2e: MODE load, waiters or memory, not $MODE" >&2
+	exit 2
+	;;
+esac
 echo ">> report: $JSON"
 echo ">> uptime: $(uptime)"
