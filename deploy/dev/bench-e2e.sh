@@ -14,6 +14,8 @@
 #   MODE=load     the load run; or waiters (ecps-bench waiters: WAITERS=10000
 #                 long-polls on replica 1) or memory (ecps-bench memory: Redis
 #                 memory per device and per pending login)
+#   PUSH=fcm      phones learn their challenges from the fake FCM; poll: they
+#                 poll their list (devices enrolled without a push token)
 #   REPLICAS=2  DURATION=30s  DEVICES=400  CONCURRENCY=32  RATE=   (logins/s: open loop)
 #   JSON=var/bench/report.json  LABEL="commit <short sha>"  PROFILE= (file: CPU profile of replica 1 during the load)
 # Extra arguments are passed to ecps-bench (e.g. -devices-per-subject 2).
@@ -28,6 +30,7 @@ RATE=${RATE:-}
 JSON=${JSON:-var/bench/report.json}
 PROFILE=${PROFILE:-}
 MODE=${MODE:-load}
+PUSH=${PUSH:-fcm}
 WAITERS=${WAITERS:-10000}
 GO=${GO:-go}
 if [ -z "${LABEL:-}" ]; then
@@ -151,6 +154,10 @@ load=(-concurrency "$CONCURRENCY")
 if [ -n "$RATE" ]; then
 	load=(-rate "$RATE")
 fi
+fcm=(-fcm "127.0.0.1:$fcm_port")
+if [ "$PUSH" = poll ]; then
+	fcm=()
+fi
 profile=()
 if [ -n "$PROFILE" ]; then
 	profile=(-profile "$PROFILE")
@@ -161,7 +168,7 @@ join() { local IFS=,; echo "$*"; }
 case "$MODE" in
 load)
 	bin/ecps-bench -targets "$(join "${targets[@]}")" -metrics "$(join "${metrics[@]}")" -credentials "$tmp/credentials.env" \
-		-fcm "127.0.0.1:$fcm_port" -redis "$redis_url" -pushes-per-subject 0 \
+		"${fcm[@]}" -redis "$redis_url" -pushes-per-subject 0 \
 		-devices "$DEVICES" -duration "$DURATION" "${load[@]}" -label "$LABEL" -json "$JSON" "${profile[@]}" "$@"
 	;;
 waiters)
