@@ -196,6 +196,7 @@ type options struct {
 	label            string
 	readyWait        time.Duration
 	profile          string
+	ceilingAfter     bool
 }
 
 func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -224,6 +225,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.pushesWindow, "pushes-window", 5*time.Minute, "the replicas' limits.pushes_window")
 	fs.StringVar(&o.redisURL, "redis", "", "the replicas' Redis `URL`, for INFO (commands and CPU per login); empty: not measured")
 	fs.DurationVar(&o.ceilingTime, "ceiling-time", 2*time.Second, "how long the crypto ceiling is measured, before the load")
+	fs.BoolVar(&o.ceilingAfter, "ceiling-after", true, "measure the crypto ceiling again after the load (reported beside the first: on a shared machine they differ)")
 	fs.StringVar(&o.jsonPath, "json", "", "write the JSON report to this `file`")
 	fs.StringVar(&o.label, "label", "", "a label for the report (e.g. \"baseline, commit abc123\")")
 	fs.DurationVar(&o.readyWait, "ready-wait", 30*time.Second, "how long to wait for every target's /readyz")
@@ -375,6 +377,7 @@ func load(ctx context.Context, o options, logw io.Writer) (*Report, error) {
 		}
 	}
 	cpuBefore := b.replicaCPU(ctx)
+	selfBefore := selfCPU()
 
 	n := 2 * runtime.GOMAXPROCS(0)
 	if o.rate == 0 {
@@ -410,6 +413,7 @@ func load(ctx context.Context, o options, logw io.Writer) (*Report, error) {
 		b.closedLoop(hard, o.concurrency, end, stopRun)
 	}
 	elapsed := time.Since(start)
+	selfAfter := selfCPU()
 	if err := <-profiled; err != nil {
 		b.logf("profile: %v", err)
 	}
@@ -475,6 +479,21 @@ func load(ctx context.Context, o options, logw io.Writer) (*Report, error) {
 		rep.CPU = c
 	} else if len(o.metrics) > 0 {
 		rep.Notes = append(rep.Notes, "no process_cpu_seconds_total on the replicas' /metrics: their CPU per login is not measured")
+	}
+	if all.ok > 0 {
+		rep.BenchCPUPerLoginUS = round3(nanToZero(perLogin(selfBefore, selfAfter, all.ok)) * 1e6)
+	}
+	rep.CryptoCPUPerLogin = round3(signsPerLogin*ceil.SignCPUUS + verifiesPerLogin*ceil.VerifyCPUUS)
+	if rep.Redis != nil && rep.CPU != nil && all.ok > 0 {
+		rep.CPUPerLoginUS = round3(rep.Redis.CPUPerLoginUS + rep.CPU.PerLoginUS + rep.BenchCPUPerLoginUS)
+		if rep.CPUPerLoginUS > 0 {
+			rep.CPURatio = round3(rep.CryptoCPUPerLogin / rep.CPUPerLoginUS)
+		}
+	}
+	if o.ceilingAfter && ctx.Err() == nil {
+		after := measureCeiling(ctx, o.ceilingTime)
+		rep.CeilingAfter = &after
+		b.logf("ceiling after the load: sign %.0f µs, verify %.0f µs → %.0f logins/s", after.SignUS, after.VerifyUS, after.LoginsPerS)
 	}
 	if b.fcm != nil {
 		rep.Push = "fcm"

@@ -24,11 +24,21 @@ type Report struct {
 	Subjects    int      `json:"subjects"`
 	DurationS   float64  `json:"duration_s"`
 
-	Logins             int64            `json:"logins"`
-	LoginsPerS         float64          `json:"logins_per_s"`
-	CeilingLoginsPerS  float64          `json:"ceiling_logins_per_s"`
-	Ratio              float64          `json:"ratio"`
-	Ceiling            Ceiling          `json:"ceiling"`
+	Logins            int64    `json:"logins"`
+	LoginsPerS        float64  `json:"logins_per_s"`
+	CeilingLoginsPerS float64  `json:"ceiling_logins_per_s"`
+	Ratio             float64  `json:"ratio"`
+	Ceiling           Ceiling  `json:"ceiling"`
+	CeilingAfter      *Ceiling `json:"ceiling_after,omitempty"` // measured again after the load: how steady the machine was
+	// CPU time of everything in the test (replicas, Redis, the bench's IdP,
+	// phones and fake FCM) per login, and the crypto's share of it (3
+	// signatures + 3 verifications, in CPU time): what the ratio would be on
+	// a machine doing nothing else, a figure that other processes on a
+	// shared machine disturb much less than logins/s.
+	CPUPerLoginUS      float64          `json:"system_cpu_per_login_us,omitempty"`
+	BenchCPUPerLoginUS float64          `json:"bench_cpu_per_login_us"`
+	CryptoCPUPerLogin  float64          `json:"crypto_cpu_per_login_us"`
+	CPURatio           float64          `json:"cpu_ratio,omitempty"`
 	Errors             map[string]int64 `json:"errors"`
 	ErrorsTotal        int64            `json:"errors_total"`
 	DecisionToResultMS struct {
@@ -99,6 +109,9 @@ func printTable(w io.Writer, r *Report) {
 	fmt.Fprintf(tw, "crypto ceiling, logins/s (%d cores; sign %.0f µs, verify %.0f µs)\t%.1f\n",
 		r.Ceiling.Cores, r.Ceiling.SignUS, r.Ceiling.VerifyUS, r.CeilingLoginsPerS)
 	fmt.Fprintf(tw, "share of the ceiling\t%.1f %%\n", 100*r.Ratio)
+	if r.CeilingAfter != nil {
+		fmt.Fprintf(tw, "crypto ceiling measured again after the load\t%.1f\n", r.CeilingAfter.LoginsPerS)
+	}
 	fmt.Fprintf(tw, "errors\t%d\n", r.ErrorsTotal)
 	if r.Redis != nil {
 		fmt.Fprintf(tw, "Redis commands per login (inside scripts included)\t%.1f\n", r.Redis.CommandsPerLogin)
@@ -106,6 +119,11 @@ func printTable(w io.Writer, r *Report) {
 	}
 	if r.CPU != nil {
 		fmt.Fprintf(tw, "replicas' CPU per login (all replicas)\t%.0f µs\n", r.CPU.PerLoginUS)
+	}
+	fmt.Fprintf(tw, "the bench's CPU per login (IdP, phones, fake FCM)\t%.0f µs\n", r.BenchCPUPerLoginUS)
+	if r.CPUPerLoginUS > 0 {
+		fmt.Fprintf(tw, "CPU per login, all of it (replicas + Redis + bench)\t%.0f µs\n", r.CPUPerLoginUS)
+		fmt.Fprintf(tw, "crypto's share of that CPU (3 signs + 3 verifies: %.0f µs)\t%.1f %%\n", r.CryptoCPUPerLogin, 100*r.CPURatio)
 	}
 	fmt.Fprintf(tw, "decision → IdP result p50 / p99 / max\t%.2f / %.2f / %.2f ms\n",
 		r.DecisionToResultMS.P50, r.DecisionToResultMS.P99, r.DecisionToResultMS.Max)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -149,6 +150,15 @@ func parseMetrics(r io.Reader, names ...string) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// selfCPU is this process's user + system CPU time so far, in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return math.NaN()
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // loadAvg is /proc/loadavg's 1, 5 and 15 minute averages (nil if unknown).
