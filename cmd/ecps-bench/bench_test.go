@@ -318,12 +318,12 @@ func TestReportMaths(t *testing.T) {
 		"cmdstat_hset:calls=120,usec=100,usec_per_call=0.8,rejected_calls=0,failed_calls=0\r\n" +
 		"cmdstat_info:calls=7,usec=700,usec_per_call=100,rejected_calls=0,failed_calls=0\r\n" +
 		"# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:2.250000\r\nused_cpu_sys_children:9.000000\r\n" +
-		"# Memory\r\nused_memory:123456\r\n"
+		"# Memory\r\nused_memory:123456\r\n# Stats\r\ntotal_reads_processed:5000\r\n"
 	after, err := parseRedisInfo(info)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after.CPUSeconds != 3.75 || after.UsedMemory != 123456 || after.Calls["evalsha"] != 800 {
+	if after.CPUSeconds != 3.75 || after.UsedMemory != 123456 || after.Calls["evalsha"] != 800 || after.Reads != 5000 {
 		t.Fatalf("parsed %+v", after)
 	}
 	before := redisStats{Calls: map[string]int64{"evalsha": 300, "info": 2}}

@@ -459,6 +459,7 @@ func load(ctx context.Context, o options, logw io.Writer) (*Report, error) {
 			CommandsByNamePerLogin: map[string]float64{}}
 		if all.ok > 0 {
 			rr.CommandsPerLogin = round3(float64(total) / float64(all.ok))
+			rr.RoundTripsPerLogin = round3(float64(rAfter.Reads-rBefore.Reads-1) / float64(all.ok)) // -1: the INFO that reads them
 			rr.CPUPerLoginUS = round3(nanToZero(perLogin(rBefore.CPUSeconds, rAfter.CPUSeconds, all.ok)) * 1e6)
 			for k, v := range byName {
 				rr.CommandsByNamePerLogin[k] = round3(float64(v) / float64(all.ok))

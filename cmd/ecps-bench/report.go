@@ -60,6 +60,7 @@ type Report struct {
 // load (commandstats counts the commands scripts run, each by its name).
 type RedisReport struct {
 	CommandsPerLogin       float64            `json:"commands_per_login"`
+	RoundTripsPerLogin     float64            `json:"round_trips_per_login"` // read events on client sockets (total_reads_processed)
 	CPUPerLoginUS          float64            `json:"cpu_per_login_us"`
 	Commands               int64              `json:"commands"`
 	CPUSeconds             float64            `json:"cpu_s"`
@@ -115,6 +116,7 @@ func printTable(w io.Writer, r *Report) {
 	fmt.Fprintf(tw, "errors\t%d\n", r.ErrorsTotal)
 	if r.Redis != nil {
 		fmt.Fprintf(tw, "Redis commands per login (inside scripts included)\t%.1f\n", r.Redis.CommandsPerLogin)
+		fmt.Fprintf(tw, "Redis round trips per login (read events, total_reads_processed)\t%.1f\n", r.Redis.RoundTripsPerLogin)
 		fmt.Fprintf(tw, "Redis CPU per login\t%.0f µs\n", r.Redis.CPUPerLoginUS)
 	}
 	if r.CPU != nil {

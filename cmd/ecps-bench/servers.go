@@ -20,11 +20,16 @@ type redisStats struct {
 	Calls      map[string]int64 // command → calls, those run inside scripts included
 	CPUSeconds float64          // used_cpu_sys + used_cpu_user of the whole server
 	UsedMemory int64
+	// Reads is total_reads_processed: the read events on client sockets.
+	// A client that waits for each reply before sending more (go-redis: one
+	// command or pipeline per connection at a time) causes one per round
+	// trip, so its growth counts the round trips.
+	Reads int64
 }
 
-// readRedisStats runs INFO commandstats, cpu and memory.
+// readRedisStats runs INFO commandstats, cpu, memory and stats.
 func readRedisStats(ctx context.Context, rdb redis.UniversalClient) (redisStats, error) {
-	s, err := rdb.Info(ctx, "commandstats", "cpu", "memory").Result()
+	s, err := rdb.Info(ctx, "commandstats", "cpu", "memory", "stats").Result()
 	if err != nil {
 		return redisStats{}, fmt.Errorf("redis INFO: %w", err)
 	}
@@ -67,6 +72,8 @@ func parseRedisInfo(s string) (redisStats, error) {
 			haveCPU++
 		case k == "used_memory":
 			st.UsedMemory, _ = strconv.ParseInt(v, 10, 64)
+		case k == "total_reads_processed":
+			st.Reads, _ = strconv.ParseInt(v, 10, 64)
 		}
 	}
 	if haveCPU != 2 {
