@@ -22,6 +22,7 @@ func runPlot(args []string, stdout, stderr io.Writer) int {
 	out := fs.String("o", "", "write the SVG to this `file` (default: standard output)")
 	steps := fs.String("steps", "result,total", "comma-separated `steps` to draw: "+strings.Join(stepOrder, ", "))
 	title := fs.String("title", "e-CPS login latency by percentile", "the plot's `title`")
+	logY := fs.Bool("logy", true, "latency on a log scale (false: linear from 0)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -59,7 +60,7 @@ func runPlot(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ecps-bench plot: no step %s in the reports\n", *steps)
 		return exitError
 	}
-	svg := plotSVG(*title, series)
+	svg := plotSVG(*title, series, *logY)
 	if *out == "" {
 		_, _ = io.WriteString(stdout, svg)
 		return exitOK
@@ -114,36 +115,71 @@ func niceCeil(v float64) (top, step float64) {
 
 var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"}
 
-func plotSVG(title string, series []plotSeries) string {
+// yAxis maps latencies (ms) to [0, 1] and lists the ticks: linear from 0
+// to a round ceiling, or by decades (1, 2, 5 × 10^k) on a log scale.
+type yAxis struct {
+	f     func(ms float64) float64
+	ticks []float64
+}
+
+func newYAxis(minY, maxY float64, logY bool) yAxis {
+	if !logY || minY <= 0 {
+		top, step := niceCeil(maxY)
+		var ticks []float64
+		for y := 0.0; y <= top+step/2; y += step {
+			ticks = append(ticks, y)
+		}
+		return yAxis{f: func(v float64) float64 { return v / top }, ticks: ticks}
+	}
+	lo := math.Floor(math.Log10(minY))
+	hi := math.Ceil(math.Log10(maxY))
+	if hi <= lo {
+		hi = lo + 1
+	}
+	var ticks []float64
+	for e := lo; e <= hi; e++ {
+		for _, m := range []float64{1, 2, 5} {
+			if v := m * math.Pow(10, e); math.Log10(v) <= hi+1e-9 {
+				ticks = append(ticks, v)
+			}
+		}
+	}
+	return yAxis{f: func(v float64) float64 { return (math.Log10(math.Max(v, minY/10)) - lo) / (hi - lo) }, ticks: ticks}
+}
+
+func plotSVG(title string, series []plotSeries, logY bool) string {
 	const (
 		w           = 900
 		left, right = 70, 20
 		top, bottom = 40, 60 // bottom: the x axis labels; the legend goes below
 		legendLine  = 18
 		xMax        = 4.4
-		plotH       = 400
+		plotH       = 400.0
 		axisColor   = "#444"
 		gridColor   = "#ddd"
 	)
-	h := top + plotH + bottom + legendLine*len(series) + 16
+	h := top + int(plotH) + bottom + legendLine*len(series) + 16
 	plotW := float64(w - left - right)
-	var maxY float64
+	maxY, minY := 0.0, math.Inf(1)
 	for _, s := range series {
 		for _, p := range s.points {
 			maxY = math.Max(maxY, p[1])
+			if p[1] > 0 {
+				minY = math.Min(minY, p[1])
+			}
 		}
 	}
-	yTop, yStep := niceCeil(maxY)
-	ph := plotH
+	ya := newYAxis(minY, maxY, logY)
 	px := func(x float64) float64 { return left + x/xMax*plotW }
-	py := func(y float64) float64 { return top + float64(ph) - y/yTop*float64(ph) }
+	py := func(y float64) float64 { return top + plotH - ya.f(y)*plotH }
+	yBottom, yTopV := py(ya.ticks[0]), py(ya.ticks[len(ya.ticks)-1])
 
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n",
 		w, h, w, h)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
 	fmt.Fprintf(&b, `<text x="%d" y="24" font-size="16" text-anchor="middle">%s</text>`+"\n", w/2, html.EscapeString(title))
-	for y := 0.0; y <= yTop+yStep/2; y += yStep {
+	for _, y := range ya.ticks {
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s"/>`+"\n", px(0), py(y), px(xMax), py(y), gridColor)
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="end">%s</text>`+"\n", px(0)-6, py(y)+4, trimFloat(y))
 	}
@@ -152,14 +188,18 @@ func plotSVG(title string, series []plotSeries) string {
 		label string
 	}{{0, "0 %"}, {90, "90 %"}, {99, "99 %"}, {99.9, "99.9 %"}, {99.99, "99.99 %"}, {100, "max"}} {
 		x := px(tailX(t.p))
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s"/>`+"\n", x, py(0), x, py(yTop), gridColor)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", x, py(0)+18, t.label)
+		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s"/>`+"\n", x, yBottom, x, yTopV, gridColor)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", x, yBottom+18, t.label)
 	}
 	fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="%s"/>`+"\n",
-		px(0), py(yTop), px(xMax)-px(0), py(0)-py(yTop), axisColor)
+		px(0), yTopV, px(xMax)-px(0), yBottom-yTopV, axisColor)
 	fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">percentile (the tail stretched: 1 / (1 − p) on a log scale)</text>`+"\n",
-		px(xMax/2), py(0)+38)
-	fmt.Fprintf(&b, `<text transform="translate(18 %.1f) rotate(-90)" text-anchor="middle">latency (ms)</text>`+"\n", py(yTop/2))
+		px(xMax/2), yBottom+38)
+	yLabel := "latency (ms)"
+	if logY {
+		yLabel = "latency (ms, log scale)"
+	}
+	fmt.Fprintf(&b, `<text transform="translate(18 %.1f) rotate(-90)" text-anchor="middle">%s</text>`+"\n", (yBottom+yTopV)/2, yLabel)
 	for i, s := range series {
 		color := palette[i%len(palette)]
 		var pts []string
@@ -171,7 +211,7 @@ func plotSVG(title string, series []plotSeries) string {
 			xy := strings.Split(p, ",")
 			fmt.Fprintf(&b, `<circle cx="%s" cy="%s" r="2.5" fill="%s"/>`+"\n", xy[0], xy[1], color)
 		}
-		ly := py(0) + 60 + float64(legendLine*i)
+		ly := yBottom + 60 + float64(legendLine*i)
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="3"/>`+"\n", px(0), ly-4, px(0)+24, ly-4, color)
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f">%s</text>`+"\n", px(0)+32, ly, html.EscapeString(s.name))
 	}
