@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -142,5 +141,3 @@ func (f *fakeFCM) Requests() (total, refused int) {
 	}
 	return total, refused
 }
-
-var errNoPush = errors.New("no push")
