@@ -300,8 +300,11 @@ func (b *bench) done(n int64, r loginResult) {
 	b.ivMu.Unlock()
 }
 
+// errorPause is how long a closed-loop worker waits after a failed login.
+const errorPause = 100 * time.Millisecond
+
 // closedLoop runs conc logins at a time, each starting when the previous
-// one of its worker ends, until end.
+// one of its worker ends (errorPause after a failure), until end.
 func (b *bench) closedLoop(ctx context.Context, conc int, end time.Time, stop func()) {
 	var wg sync.WaitGroup
 	for range conc {
@@ -317,6 +320,12 @@ func (b *bench) closedLoop(ctx context.Context, conc int, end time.Time, stop fu
 				if r.err == "subject_budget" {
 					stop()
 					return
+				}
+				if r.err != "" { // no hot loop of failures (e.g. 429s): a pause, as a client would
+					select {
+					case <-time.After(errorPause):
+					case <-ctx.Done():
+					}
 				}
 			}
 		}()
