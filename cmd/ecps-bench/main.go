@@ -39,6 +39,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -197,6 +198,7 @@ type options struct {
 	readyWait        time.Duration
 	profile          string
 	ceilingAfter     bool
+	selfProfile      string
 }
 
 func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -225,6 +227,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.pushesWindow, "pushes-window", 5*time.Minute, "the replicas' limits.pushes_window")
 	fs.StringVar(&o.redisURL, "redis", "", "the replicas' Redis `URL`, for INFO (commands and CPU per login); empty: not measured")
 	fs.DurationVar(&o.ceilingTime, "ceiling-time", 2*time.Second, "how long the crypto ceiling is measured, before the load")
+	fs.StringVar(&o.selfProfile, "cpuprofile", "", "write a CPU profile of the bench itself during the load to this `file`")
 	fs.BoolVar(&o.ceilingAfter, "ceiling-after", true, "measure the crypto ceiling again after the load (reported beside the first: on a shared machine they differ)")
 	fs.StringVar(&o.jsonPath, "json", "", "write the JSON report to this `file`")
 	fs.StringVar(&o.label, "label", "", "a label for the report (e.g. \"baseline, commit abc123\")")
@@ -397,6 +400,16 @@ func load(ctx context.Context, o options, logw io.Writer) (*Report, error) {
 	defer stopRun()
 	hard, stopHard := context.WithTimeout(runCtx, o.duration+time.Duration(o.wait+20)*time.Second)
 	defer stopHard()
+	if o.selfProfile != "" {
+		f, err := os.Create(o.selfProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+	}
 	start := time.Now()
 	end := start.Add(o.duration)
 	pctx, stopProgress := context.WithCancel(ctx)
@@ -414,6 +427,9 @@ func load(ctx context.Context, o options, logw io.Writer) (*Report, error) {
 	}
 	elapsed := time.Since(start)
 	selfAfter := selfCPU()
+	if o.selfProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	if err := <-profiled; err != nil {
 		b.logf("profile: %v", err)
 	}
