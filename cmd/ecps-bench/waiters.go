@@ -12,12 +12,15 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // WaitersReport is the report of `ecps-bench waiters`: what n long-polls
@@ -28,9 +31,10 @@ type WaitersReport struct {
 	Connected    int64              `json:"connected"` // requests written, each on its own connection
 	Before       map[string]float64 `json:"before"`
 	During       map[string]float64 `json:"during"`
-	PerWaiter    map[string]float64 `json:"per_waiter"`        // bytes (or count) per waiter
-	Answers      map[string]int64   `json:"answers"`           // how the long-polls ended
-	AnsweredInMS Percentiles        `json:"answered_after_ms"` // from being sent to the answer
+	PerWaiter    map[string]float64 `json:"per_waiter"`                        // bytes (or count) per waiter
+	Answers      map[string]int64   `json:"answers"`                           // how the long-polls ended
+	AnsweredInMS Percentiles        `json:"answered_after_ms"`                 // from being sent to the answer
+	RedisClients []int64            `json:"redis_connected_clients,omitempty"` // before, while waiting (-redis)
 	Notes        []string           `json:"notes,omitempty"`
 }
 
@@ -54,6 +58,7 @@ func runWaiters(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	conc := fs.Int("create-concurrency", 32, "logins created at a time")
 	dials := fs.Int("dial-concurrency", 256, "connections being opened at a time")
 	jsonPath := fs.String("json", "", "write the JSON report to this `file`")
+	redisURL := fs.String("redis", "", "the replica's Redis `URL`: its connected clients before and while the long-polls wait")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -70,7 +75,7 @@ func runWaiters(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if *metricsURL == "" {
 		*metricsURL = c.targets[0] + "/metrics"
 	}
-	rep, err := waiters(ctx, c, *n, *wait, *conc, *dials, *metricsURL, stderr)
+	rep, err := waiters(ctx, c, *n, *wait, *conc, *dials, *metricsURL, *redisURL, stderr)
 	if rep != nil {
 		printWaiters(stdout, rep)
 		if *jsonPath != "" {
@@ -99,7 +104,28 @@ func raiseFileLimit() uint64 {
 	return l.Cur
 }
 
-func waiters(ctx context.Context, c common, n, wait, conc, dials int, metricsURL string, logw io.Writer) (*WaitersReport, error) {
+// redisClients is INFO clients' connected_clients.
+func redisClients(ctx context.Context, redisURL string) int64 {
+	opt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return -1
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	s, err := rdb.Info(ctx, "clients").Result()
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(s, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "connected_clients:"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n - 1 // not this one
+		}
+	}
+	return -1
+}
+
+func waiters(ctx context.Context, c common, n, wait, conc, dials int, metricsURL, redisURL string, logw io.Writer) (*WaitersReport, error) {
 	logf := func(format string, args ...any) { fmt.Fprintf(logw, "ecps-bench waiters: "+format+"\n", args...) }
 	if lim := raiseFileLimit(); lim < uint64(n)+100 {
 		return nil, fmt.Errorf("open-file limit %d: %d connections need more (ulimit -n)", lim, n)
@@ -168,6 +194,9 @@ func waiters(ctx context.Context, c common, n, wait, conc, dials int, metricsURL
 		return nil, fmt.Errorf("replica metrics: %w", err)
 	}
 	rep.Before = before
+	if redisURL != "" {
+		rep.RedisClients = append(rep.RedisClients, redisClients(ctx, redisURL))
+	}
 
 	// One connection per long-poll: a transport that keeps none idle, and
 	// requests sent all at once.
@@ -223,6 +252,9 @@ func waiters(ctx context.Context, c common, n, wait, conc, dials int, metricsURL
 		return rep, fmt.Errorf("replica metrics: %w", err)
 	}
 	rep.During = during
+	if redisURL != "" {
+		rep.RedisClients = append(rep.RedisClients, redisClients(ctx, redisURL))
+	}
 	rep.PerWaiter = map[string]float64{}
 	for _, k := range waiterMetrics {
 		if d := during[k] - before[k]; !math.IsNaN(d) && rep.Connected > 0 {
@@ -247,6 +279,9 @@ func printWaiters(w io.Writer, r *WaitersReport) {
 		fmt.Fprintf(w, "answers %-30s %d\n", k, r.Answers[k])
 	}
 	fmt.Fprintf(w, "answered after p50 %.0f ms, max %.0f ms\n", r.AnsweredInMS.P50, r.AnsweredInMS.Max)
+	if len(r.RedisClients) == 2 {
+		fmt.Fprintf(w, "Redis connections (every client of the server): %d before, %d while waiting\n", r.RedisClients[0], r.RedisClients[1])
+	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}

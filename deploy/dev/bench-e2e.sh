@@ -173,7 +173,7 @@ load)
 	;;
 waiters)
 	bin/ecps-bench waiters -targets "${targets[0]}" -metrics "${metrics[0]}" -credentials "$tmp/credentials.env" \
-		-n "$WAITERS" -json "$JSON" "$@"
+		-redis "$redis_url" -n "$WAITERS" -json "$JSON" "$@"
 	;;
 memory)
 	bin/ecps-bench memory -targets "$(join "${targets[@]}")" -credentials "$tmp/credentials.env" \
