@@ -136,3 +136,11 @@ clean:
 	rm -rf bin cover.out
 	find . -name '*.test' -type f -delete
 	@echo "(var/ keeps the dev Redis data and var/dev.yaml: remove it by hand if wanted)"
+
+# Load test of the whole service on this machine (CI does not run it): a
+# throw-away Redis, REPLICAS (2) ecpsd replicas pushing to the fake FCM
+# server that ecps-bench plays, DURATION (30s) of full push logins; prints
+# the report and writes var/bench/report.json. See docs/performance.md.
+.PHONY: bench-e2e
+bench-e2e:
+	./deploy/dev/bench-e2e.sh

@@ -28,6 +28,14 @@ type Options struct {
 	// Clients returns the IdP clients; it gets the public URL, for redirect URIs.
 	Clients   func(publicURL string) []api.Client
 	Operators []api.Operator
+	// FCMEndpoint, when set, sends pushes through FCM's HTTP v1 API at this
+	// base URL (a push/fcmtest fake's Endpoint()), with no OAuth, through
+	// the durable push queue, as push.provider fcm does; project FCMProject.
+	// Empty: nothing is pushed (phones poll).
+	FCMEndpoint, FCMProject string
+	// Challenge, when set, changes the login service's options (e.g. its
+	// per-practitioner limits) before it starts.
+	Challenge func(*challenge.Options)
 }
 
 // Start runs the service until the test ends and returns its base URL.
@@ -45,6 +53,22 @@ func Start(t testing.TB, opts Options) string {
 	hub := challenge.NewHub(rdb, prefix, logger)
 	go hub.Run(ctx)
 	enrol := enrollment.New(rdb, auditLog, enrollment.Options{KeyPrefix: prefix, PublicURL: publicURL, ProofMaxSkew: 60 * time.Second})
+	var sender push.Sender = push.NoneSender{}
+	if opts.FCMEndpoint != "" {
+		fcm, err := push.NewFCM(ctx, push.FCMOptions{ProjectID: opts.FCMProject, Endpoint: opts.FCMEndpoint})
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := push.NewQueue(rdb, fcm, enrol, push.QueueOptions{KeyPrefix: prefix, Provider: "fcm", Logger: logger})
+		done := make(chan struct{})
+		go func() { defer close(done); q.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		sender = q
+	}
+	copts := challenge.Options{KeyPrefix: prefix, PublicURL: publicURL}
+	if opts.Challenge != nil {
+		opts.Challenge(&copts)
+	}
 	var clients []api.Client
 	if opts.Clients != nil {
 		clients = opts.Clients(publicURL)
@@ -57,7 +81,7 @@ func Start(t testing.TB, opts Options) string {
 		Registry:   reg,
 		Metrics:    api.NewMetrics(reg),
 		Enrollment: enrol,
-		Challenges: challenge.New(rdb, auditLog, push.NoneSender{}, enrol, hub, challenge.Options{KeyPrefix: prefix, PublicURL: publicURL}),
+		Challenges: challenge.New(rdb, auditLog, sender, enrol, hub, copts),
 		Audit:      auditLog,
 		Ready:      func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 	})

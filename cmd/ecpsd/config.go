@@ -17,12 +17,13 @@ import (
 )
 
 // fileConfig is the YAML file of the contract (PROTOCOL.md, Operations), plus
-// the keys this service adds: metrics_listen, trusted_proxies, redis.key_prefix,
+// the keys this service adds: metrics_listen, pprof, trusted_proxies, redis.key_prefix,
 // push.fcm.timeout and push.fcm.concurrency.
 // Durations are strings here; validate turns them into a Config.
 type fileConfig struct {
 	Listen         string         `yaml:"listen"`
 	MetricsListen  string         `yaml:"metrics_listen,omitempty"`
+	Pprof          bool           `yaml:"pprof,omitempty"` // net/http/pprof on metrics_listen
 	PublicURL      string         `yaml:"public_url"`
 	Dev            bool           `yaml:"dev"`
 	TrustedProxies []string       `yaml:"trusted_proxies,omitempty"`
@@ -316,6 +317,9 @@ func validate(fc fileConfig) (Config, error) {
 		if _, _, err := net.SplitHostPort(fc.MetricsListen); err != nil {
 			bad("metrics_listen", "want host:port, got %q", fc.MetricsListen)
 		}
+	}
+	if fc.Pprof && fc.MetricsListen == "" {
+		bad("pprof", "needs metrics_listen: the profiles are served only on the metrics listener, never on the public one")
 	}
 	if u, err := url.Parse(fc.PublicURL); err != nil || !u.IsAbs() || u.Host == "" || u.RawQuery != "" || u.Fragment != "" ||
 		(u.Scheme != "https" && !(fc.Dev && u.Scheme == "http")) {

@@ -122,6 +122,8 @@ func TestConfigMistakesAreRefusedNamingTheKey(t *testing.T) {
 	}{
 		{name: "unknown top-level key", edits: []string{"dev: false", "dev: false\nlisten_port: 8080"},
 			want: []string{"listen_port"}},
+		{name: "pprof without metrics_listen", edits: []string{"dev: false", "dev: false\npprof: true"},
+			want: []string{"pprof", "metrics_listen"}},
 		{name: "unknown key limits.foo", edits: []string{"  number_digits: 2", "  number_digits: 2\n  foo: 1"},
 			want: []string{"limits.foo"}},
 		{name: "unknown key redis.urll", edits: []string{"  url: ", "  urll: "},

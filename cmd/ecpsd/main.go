@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -207,6 +208,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		if cfg.File.Pprof {
+			handlePprof(mux)
+		}
 		servers = append(servers, newHTTPServer(mux))
 		listeners = append(listeners, mln)
 	}
@@ -215,7 +219,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	for i := range servers {
 		go func() { errc <- servers[i].Serve(listeners[i]) }()
 	}
-	log.Info("ecpsd started", "listen", ln.Addr().String(), "metrics_listen", cfg.File.MetricsListen,
+	log.Info("ecpsd started", "listen", ln.Addr().String(), "metrics_listen", cfg.File.MetricsListen, "pprof", cfg.File.Pprof,
 		"public_url", cfg.File.PublicURL, "dev", cfg.File.Dev, "push", cfg.File.Push.Provider)
 	if ready != nil {
 		ready <- ln.Addr().String()
@@ -272,6 +276,18 @@ func newPushSender(ctx context.Context, cfg Config, rdb redis.UniversalClient, e
 	log.Info("push: FCM", "project_id", f.ProjectID, "endpoint", f.Endpoint, "auth", auth,
 		"concurrency", f.Concurrency, "consumer", q.Consumer())
 	return q, q.Status, nil
+}
+
+// handlePprof serves net/http/pprof's profiles under /debug/pprof/ on mux
+// (the metrics listener's: config validation refuses pprof without it).
+// A CPU profile or trace may last up to the server's WriteTimeout (45 s).
+func handlePprof(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
 
 func newHTTPServer(h http.Handler) *http.Server {

@@ -200,6 +200,39 @@ func TestServeMetricsListen(t *testing.T) {
 	}
 }
 
+// pprof: true serves net/http/pprof on the metrics listener only; without
+// it, /debug/pprof/ is not found there either.
+func TestServePprof(t *testing.T) {
+	srv := redistest.Start(t)
+	for _, on := range []bool{false, true} {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		metricsAddr := l.Addr().String()
+		l.Close()
+		s := startServe(t, configFor(t, srv.URL(), fmt.Sprintf("metrics_listen: %q\npprof: %v\n", metricsAddr, on)))
+		if code, _, _ := get(t, s.base+"/debug/pprof/"); code != http.StatusNotFound {
+			t.Errorf("pprof %v: main listener /debug/pprof/ = %d, want 404", on, code)
+		}
+		want := http.StatusNotFound
+		if on {
+			want = http.StatusOK
+		}
+		for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap?debug=1", "/debug/pprof/goroutine?debug=1", "/debug/pprof/cmdline"} {
+			if code, _, body := get(t, "http://"+metricsAddr+path); code != want {
+				t.Errorf("pprof %v: metrics listener %s = %d, want %d: %.200s", on, path, code, want, body)
+			}
+		}
+		if on {
+			code, _, body := get(t, "http://"+metricsAddr+"/debug/pprof/profile?seconds=1")
+			if code != http.StatusOK || len(body) == 0 {
+				t.Errorf("CPU profile = %d, %d bytes", code, len(body))
+			}
+		}
+	}
+}
+
 func TestServeStopsOnCancel(t *testing.T) {
 	srv := redistest.Start(t)
 	s := startServe(t, configFor(t, srv.URL(), ""))
