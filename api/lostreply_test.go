@@ -1,13 +1,11 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,27 +21,14 @@ import (
 // goes through a FaultProxy.
 func proxiedEnv(t *testing.T) (*env, *redistest.FaultProxy) {
 	t.Helper()
-	target := "127.0.0.1:6379"
-	db := 0
-	if u := os.Getenv("ECPS_TEST_REDIS_URL"); u != "" {
-		opt, err := redis.ParseURL(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		target, db = opt.Addr, opt.DB
-	} else {
-		target = redistest.Start(t).Addr()
-	}
-	proxy := redistest.NewFaultProxy(t, target)
-	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DB: db, DialTimeout: 2 * time.Second,
+	// A redis-server of the test's own: its script cache starts empty, so
+	// every script's body goes through the proxy once (EVAL or SCRIPT LOAD
+	// after NOSCRIPT), which it needs to name them (ScriptWith); and no
+	// other package's commands fall in a step.
+	proxy := redistest.NewFaultProxy(t, redistest.Start(t).Addr())
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DialTimeout: 2 * time.Second,
 		ReadTimeout: time.Second, WriteTimeout: time.Second, PoolTimeout: 2 * time.Second, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
-	// Emptied, Redis's script cache makes go-redis send each script's body
-	// once (EVAL after NOSCRIPT), which the proxy needs to name the scripts
-	// (ScriptWith). Other tests on this Redis just do the same.
-	if err := rdb.ScriptFlush(context.Background()).Err(); err != nil {
-		t.Fatal(err)
-	}
 	return newEnvOn(t, rdb, redistest.Prefix(), 2), proxy
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/ecps-sante/ecps/durable"
 	"github.com/ecps-sante/ecps/idnat"
 	"github.com/ecps-sante/ecps/push"
+	"github.com/ecps-sante/ecps/scripts"
 	"github.com/ecps-sante/ecps/token"
 )
 
@@ -218,23 +219,27 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 		Actor:   audit.Actor{Type: audit.ActorClient, ID: req.Client.ID},
 		Details: map[string]any{"challenge_id": challengeID, "kind": kind, "expires_at": expires.Truncate(time.Second).Format(time.RFC3339)}}
 
-	p := s.rdb.Pipeline()
-	p.HSet(ctx, s.keys.auth(tag), fields...)
-	p.PExpire(ctx, s.keys.auth(tag), keep)
-	if subject == "" {
-		s.addQRTokens(ctx, p, tag, loginSecret, now, expires, keep)
-	}
 	var res *redis.Cmd
+	var ej, minID, phone string
+	var ttl int64
 	if subject != "" {
-		ej, minID, ttl := s.audit.ScriptArgs(entry)
-		phone := pendingValue(expires, phoneView(tag, fields))
-		res = createPushScript.Eval(ctx, p, // EVAL: a pipeline cannot fall back from EVALSHA
+		ej, minID, ttl = s.audit.ScriptArgs(entry)
+		phone = pendingValue(expires, phoneView(tag, fields))
+	}
+	err := scripts.Exec(ctx, s.rdb, []*redis.Script{createPushScript}, func(p redis.Pipeliner) {
+		p.HSet(ctx, s.keys.auth(tag), fields...)
+		p.PExpire(ctx, s.keys.auth(tag), keep)
+		if subject == "" {
+			s.addQRTokens(ctx, p, tag, loginSecret, now, expires, keep)
+			return
+		}
+		res = createPushScript.EvalSha(ctx, p,
 			[]string{s.devices.DevicesKey(subject), s.keys.logins(subject), s.audit.SubjectStream(subject)},
 			now.UnixMilli(), expires.UnixMilli(), challengeID, s.opts.PendingPerSubject, s.opts.PushesPerSubject,
 			s.opts.PushesWindow.Milliseconds(), ej, minID, ttl, phone, entry.Time.Format(time.RFC3339), req.Client.ID,
 			s.loginsKeep().Milliseconds(), subject)
-	}
-	if _, err := p.Exec(ctx); err != nil {
+	})
+	if err != nil {
 		return Created{}, fmt.Errorf("create authentication: %w", err)
 	}
 	out := Created{AuthReqID: tag + "." + authSecret, ExpiresIn: expiry, Interval: interval, VerificationNumber: number}
@@ -395,13 +400,14 @@ func (s *Service) Cancel(ctx context.Context, clientID, authReqID string) error 
 	subject, challengeID := vals[1], "chl_"+tag
 	entry := audit.Entry{Time: now.Truncate(time.Second), Event: EventCancelled, Subject: subject,
 		Actor: audit.Actor{Type: audit.ActorClient, ID: clientID}, Details: map[string]any{"challenge_id": challengeID}}
-	p := s.rdb.Pipeline()
-	if subject != "" {
-		ej, minID, ttl := s.audit.ScriptArgs(entry)
-		cancelledScript.Eval(ctx, p, []string{s.keys.logins(subject), s.audit.SubjectStream(subject)},
-			challengeID, ej, minID, ttl, endedUntil(vals[2]), s.loginsKeep().Milliseconds())
-	}
-	if err := s.hub.announce(ctx, p, tag); err != nil {
+	ej, minID, ttl := s.audit.ScriptArgs(entry)
+	err = s.hub.announce(ctx, tag, []*redis.Script{cancelledScript}, func(p redis.Pipeliner) {
+		if subject != "" {
+			cancelledScript.EvalSha(ctx, p, []string{s.keys.logins(subject), s.audit.SubjectStream(subject)},
+				challengeID, ej, minID, ttl, endedUntil(vals[2]), s.loginsKeep().Milliseconds())
+		}
+	})
+	if err != nil {
 		return fmt.Errorf("cancel: %w", err)
 	}
 	return nil
@@ -628,8 +634,8 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 	}); err != nil {
 		return fmt.Errorf("audit decision: %w", err)
 	}
-	p := s.rdb.Pipeline()
-	if s.opts.Durable.Replicas() > 0 {
+	durable := s.opts.Durable.Replicas() > 0
+	if durable {
 		// Acknowledged before the wake-up; replicas that have it have the
 		// decision too (replication keeps the master's order).
 		if err := s.opts.Durable.Do(ctx, s.keys.auth(tag), func(c redis.Cmdable) error {
@@ -637,10 +643,12 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 		}); err != nil {
 			return fmt.Errorf("publish decision: %w", err)
 		}
-	} else {
-		p.HSet(ctx, s.keys.auth(tag), "audited", "1")
 	}
-	if err := s.hub.announce(ctx, p, tag); err != nil {
+	if err := s.hub.announce(ctx, tag, nil, func(p redis.Pipeliner) {
+		if !durable {
+			p.HSet(ctx, s.keys.auth(tag), "audited", "1")
+		}
+	}); err != nil {
 		return fmt.Errorf("publish decision: %w", err)
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ecps-sante/ecps/scripts"
 	"github.com/ecps-sante/ecps/token"
 )
 
@@ -78,18 +79,21 @@ func (h *Hub) channelOf(tag string) string {
 	return h.channels[f.Sum32()%uint32(len(h.channels))]
 }
 
-// announce runs p, whose writes must be visible before the wake-up, then
-// wakes the waiters of authentication tag on every replica. On one Redis
-// the PUBLISH rides in p, after its writes. A Cluster runs a pipeline's
-// commands on their nodes in parallel: there the SPUBLISH is sent once p's
-// replies are in, or a waiter could wake before the write it must read.
-func (h *Hub) announce(ctx context.Context, p redis.Pipeliner, tag string) error {
+// announce runs the writes that build queues (scripts by EVALSHA, used
+// listing them: scripts.Exec), which must be visible before the wake-up,
+// then wakes the waiters of authentication tag on every replica. On one
+// Redis the PUBLISH rides in the same pipeline, after the writes. A Cluster
+// runs a pipeline's commands on their nodes in parallel: there the SPUBLISH
+// is sent once the writes' replies are in, or a waiter could wake before
+// the write it must read.
+func (h *Hub) announce(ctx context.Context, tag string, used []*redis.Script, build func(p redis.Pipeliner)) error {
 	if !h.sharded {
-		p.Publish(ctx, h.channelOf(tag), tag)
-		_, err := p.Exec(ctx)
-		return err
+		return scripts.Exec(ctx, h.rdb, used, func(p redis.Pipeliner) {
+			build(p)
+			p.Publish(ctx, h.channelOf(tag), tag)
+		})
 	}
-	if _, err := p.Exec(ctx); err != nil {
+	if err := scripts.Exec(ctx, h.rdb, used, build); err != nil {
 		return err
 	}
 	return h.rdb.SPublish(ctx, h.channelOf(tag), tag).Err()

@@ -23,6 +23,7 @@ import (
 	"github.com/ecps-sante/ecps/deviceproof"
 	"github.com/ecps-sante/ecps/durable"
 	"github.com/ecps-sante/ecps/idnat"
+	"github.com/ecps-sante/ecps/scripts"
 	"github.com/ecps-sante/ecps/token"
 )
 
@@ -381,15 +382,14 @@ func (s *Service) Enrol(ctx context.Context, req EnrolRequest) (Device, error) {
 	}
 	var res *redis.Cmd
 	err = s.opts.Durable.Do(ctx, s.keys.devices(act.Subject), func(c redis.Cmdable) error {
-		p := c.Pipeline()
-		if !durable {
-			p.Set(ctx, s.keys.device(deviceID), pj, 0)
-		}
-		res = enrolScript.Eval(ctx, p, // EVAL: a pipeline cannot fall back from EVALSHA
-			[]string{s.keys.activationState(act.Subject, req.ActivationID), s.keys.devices(act.Subject), s.audit.SubjectStream(act.Subject)},
-			deviceID, sj, s.opts.DevicesPerSubject, now.UnixMilli(), ej, minID, ttl)
-		_, err := p.Exec(ctx)
-		return err
+		return scripts.Exec(ctx, c, []*redis.Script{enrolScript}, func(p redis.Pipeliner) {
+			if !durable {
+				p.Set(ctx, s.keys.device(deviceID), pj, 0)
+			}
+			res = enrolScript.EvalSha(ctx, p,
+				[]string{s.keys.activationState(act.Subject, req.ActivationID), s.keys.devices(act.Subject), s.audit.SubjectStream(act.Subject)},
+				deviceID, sj, s.opts.DevicesPerSubject, now.UnixMilli(), ej, minID, ttl)
+		})
 	})
 	if err != nil {
 		return Device{}, fmt.Errorf("enrol: %w", err)

@@ -72,7 +72,8 @@ func (p *FaultProxy) DropReplies(match func(cmd []string) bool, n, times int) {
 }
 
 // ScriptWith returns a matcher of the script calls (EVAL, or EVALSHA of a
-// script this proxy has seen in an EVAL) whose body contains part.
+// script this proxy has seen in an EVAL or a SCRIPT LOAD) whose body
+// contains part. Use a redis-server whose script cache starts empty.
 func (p *FaultProxy) ScriptWith(part string) func(cmd []string) bool {
 	return func(cmd []string) bool {
 		if len(cmd) < 2 {
@@ -251,8 +252,11 @@ func (p *FaultProxy) fateOf(args []string) fate {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.seen = append(p.seen, args)
-	if strings.EqualFold(args[0], "EVAL") && len(args) > 1 {
+	switch {
+	case strings.EqualFold(args[0], "EVAL") && len(args) > 1:
 		p.scripts[fmt.Sprintf("%x", sha1.Sum([]byte(args[1])))] = args[1]
+	case strings.EqualFold(args[0], "SCRIPT") && len(args) > 2 && strings.EqualFold(args[1], "LOAD"):
+		p.scripts[fmt.Sprintf("%x", sha1.Sum([]byte(args[2])))] = args[2]
 	}
 	if p.drops == 0 || p.match == nil || !p.match(args) {
 		return fate{}
