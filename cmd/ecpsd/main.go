@@ -38,6 +38,14 @@ import (
 	"github.com/ecps-sante/ecps/ratelimit"
 )
 
+// version and revision are stamped in by `make image` and deploy/Dockerfile
+// (-ldflags "-X main.version=… -X main.revision=…"); logged at start and
+// exposed as ecps_build_info.
+var (
+	version  = "dev"
+	revision = ""
+)
+
 func main() {
 	gin.SetMode(gin.ReleaseMode) // gin's mode is process-wide; no debug route dump
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -103,6 +111,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ecps_build_info",
+		Help: "Always 1: the version and revision of the running ecpsd."}, []string{"version", "revision"})
+	buildInfo.WithLabelValues(version, revision).Set(1)
+	reg.MustRegister(buildInfo)
 	metrics := api.NewMetrics(reg)
 	rdb.AddHook(metrics.RedisHook())
 
@@ -201,7 +213,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	for i := range servers {
 		go func() { errc <- servers[i].Serve(listeners[i]) }()
 	}
-	log.Info("ecpsd started", "listen", ln.Addr().String(), "metrics_listen", cfg.File.MetricsListen,
+	log.Info("ecpsd started", "version", version, "revision", revision, "listen", ln.Addr().String(), "metrics_listen", cfg.File.MetricsListen,
 		"public_url", cfg.File.PublicURL, "dev", cfg.File.Dev, "push", cfg.File.Push.Provider)
 	if ready != nil {
 		ready <- ln.Addr().String()
