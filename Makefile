@@ -117,3 +117,10 @@ clean:
 	rm -rf bin cover.out
 	find . -name '*.test' -type f -delete
 	@echo "(var/ keeps the dev Redis data and var/dev.yaml: remove it by hand if wanted)"
+
+# ---- Operations kit (docs/operations.md) ----
+#   make image       bin/ecpsd-image.tar: the OCI image, built without a Docker engine (deploy/image)
+.PHONY: image
+
+image:
+	$(GO) run ./deploy/image -out bin/ecpsd-image.tar
