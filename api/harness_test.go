@@ -136,6 +136,8 @@ func (e *env) newReplica() *replica {
 	if e.sender != nil {
 		sender = e.sender
 	}
+	chOpts := e.chOpts
+	chOpts.OnDecision = metrics.Decided
 	srv, err := New(Options{
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Clients: []Client{
@@ -150,7 +152,7 @@ func (e *env) newReplica() *replica {
 		Registry:     reg,
 		Metrics:      metrics,
 		Enrollment:   enrol,
-		Challenges:   challenge.New(e.rdb, log, sender, enrol, hub, e.chOpts),
+		Challenges:   challenge.New(e.rdb, log, sender, enrol, hub, chOpts),
 		Audit:        log,
 		Ready:        func(ctx context.Context) error { return e.rdb.Ping(ctx).Err() },
 	})
@@ -396,6 +398,8 @@ func (e *env) metric(i int, name string, labels ...string) float64 {
 		return testutil.ToFloat64(r.enrolments.WithLabelValues(labels...))
 	case "redis_errors":
 		return testutil.ToFloat64(r.redisErrors)
+	case "decisions":
+		return testutil.ToFloat64(r.decisions.WithLabelValues(labels...))
 	}
 	e.t.Fatalf("unknown metric %s", name)
 	return 0

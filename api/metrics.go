@@ -23,6 +23,7 @@ type Metrics struct {
 	proofRejections *prometheus.CounterVec
 	authentications *prometheus.CounterVec
 	limitHits       *prometheus.CounterVec
+	decisions       *prometheus.CounterVec
 }
 
 // NewMetrics registers the service's metrics on reg.
@@ -54,8 +55,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.limitHits = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ecps_limit_hits_total", Help: "Requests refused by an abuse limit, by limit.",
 	}, []string{"limit"})
+	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ecps_decisions_total", Help: "Logins decided on a phone, by outcome (approved, denied, wrong_number, fraud).",
+	}, []string{"outcome"})
 	reg.MustRegister(m.requests, m.latency, m.redisErrors, m.enrolments, m.activations, m.proofRejections,
 		m.authentications, m.limitHits)
+	reg.MustRegister(m.decisions)
+	for _, o := range []string{"approved", "denied", "wrong_number", "fraud"} {
+		m.decisions.WithLabelValues(o)
+	}
 	for _, l := range []string{"blocked", "pending_per_subject", "pushes_per_subject", "client_rps"} {
 		m.limitHits.WithLabelValues(l)
 	}
@@ -69,6 +77,9 @@ func (m *Metrics) observeRequest(route, method string, status int, d time.Durati
 	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
 	m.latency.WithLabelValues(route, method).Observe(d.Seconds())
 }
+
+// Decided counts a login decided on a phone: give it as challenge.Options.OnDecision.
+func (m *Metrics) Decided(outcome string) { m.decisions.WithLabelValues(outcome).Inc() }
 
 func (m *Metrics) proofRejected(r deviceproof.Reason) {
 	m.proofRejections.WithLabelValues(string(r)).Inc()

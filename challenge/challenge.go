@@ -58,6 +58,10 @@ type Options struct {
 	PushesWindow       time.Duration // default 5 min
 	DenialsBeforeBlock int           // default 5
 	BlockDuration      time.Duration // default 15 min
+	// OnDecision, when set, is told the outcome of each login decided by a
+	// device, once per login (a decision sent again is not told twice):
+	// "approved", "denied", "wrong_number" or "fraud". For the metrics.
+	OnDecision func(outcome string)
 	// ReadBudget bounds each read of a long-poll, go-redis's resends
 	// included (default 2 s): a slow Redis ends the poll with an error
 	// within it instead of holding the IdP for the whole wait.
@@ -550,12 +554,20 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 		Details: map[string]any{"challenge_id": challengeID, "client_id": clientID}, Op: EventFraud + ":" + challengeID}
 	dj, minID, ttl := s.audit.ScriptArgs(decided)
 	fj, _, _ := s.audit.ScriptArgs(fraud)
-	if err := afterDecisionScript.Run(ctx, s.rdb,
+	done, err := afterDecisionScript.Run(ctx, s.rdb,
 		[]string{s.keys.pending(dev.Subject), s.keys.denials(dev.Subject), s.keys.block(dev.Subject), s.audit.SubjectStream(dev.Subject),
 			s.keys.ended(dev.Subject, challengeID)},
 		challengeID, status, reason, s.opts.DenialsBeforeBlock, s.opts.BlockDuration.Milliseconds(), dj, fj, minID, ttl,
-		endedTTL(now, expiresMS).Milliseconds()).Err(); err != nil {
+		endedTTL(now, expiresMS).Milliseconds()).Text()
+	if err != nil {
 		return fmt.Errorf("audit decision: %w", err)
+	}
+	if done != "again" && s.opts.OnDecision != nil {
+		outcome := reason
+		if status == "approved" {
+			outcome = "approved"
+		}
+		s.opts.OnDecision(outcome)
 	}
 	p := s.rdb.Pipeline()
 	p.HSet(ctx, s.keys.auth(tag), "audited", "1")

@@ -158,6 +158,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		PushesWindow:       cfg.PushesWindow,
 		DenialsBeforeBlock: cfg.File.Limits.DenialsBeforeBlock,
 		BlockDuration:      cfg.BlockDuration,
+		OnDecision:         metrics.Decided,
 	})
 	opts := api.Options{
 		Logger:         log,
