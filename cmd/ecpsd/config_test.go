@@ -709,3 +709,37 @@ func TestDevConfigOverwriteIsMode0600(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckConfig(t *testing.T) {
+	check := func(yaml string, env map[string]string) (int, string, string) {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), []string{"check-config", "-config", writeConfig(t, yaml)}, strings.NewReader(""), &stdout, &stderr, envOf(env))
+		return code, stdout.String(), stderr.String()
+	}
+	t.Run("ok", func(t *testing.T) {
+		code, stdout, stderr := check(baseYAML, nil)
+		if code != exitOK || !strings.HasPrefix(stdout, "config ok: ") || stderr != "" {
+			t.Errorf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+		}
+	})
+	t.Run("fail/every problem, overrides included", func(t *testing.T) {
+		code, stdout, stderr := check(edit(t, `listen: "127.0.0.1:8080"`, `listen: "127.0.0.1:8080"`+"\nlisten_typo: 1"),
+			map[string]string{"ECPS_LIMITS_CLIENT_RPS": "many"})
+		if code != exitConfig || stdout != "" {
+			t.Errorf("exit %d, stdout %q", code, stdout)
+		}
+		for _, want := range []string{`unknown key "listen_typo"`, "limits.client_rps (ECPS_LIMITS_CLIENT_RPS)"} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("stderr lacks %q:\n%s", want, stderr)
+			}
+		}
+	})
+	t.Run("fail/usage", func(t *testing.T) {
+		for _, args := range [][]string{{"check-config"}, {"check-config", "-config", "a", "b"}} {
+			var stdout, stderr bytes.Buffer
+			if code := run(context.Background(), args, strings.NewReader(""), &stdout, &stderr, envOf(nil)); code != exitConfig || stderr.Len() == 0 {
+				t.Errorf("%q: exit %d, stderr %q", args, code, stderr.String())
+			}
+		}
+	})
+}

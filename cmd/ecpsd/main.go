@@ -3,6 +3,7 @@
 //	ecpsd -config FILE          run the server (ECPS_<KEY> variables override scalar keys)
 //	ecpsd hash-secret           read a secret on stdin, print its SHA-256 for the config
 //	ecpsd dev-config -out FILE  write a development config with fresh demo credentials
+//	ecpsd check-config -config FILE  check a config (and ECPS_<KEY> overrides) without starting
 package main
 
 import (
@@ -70,6 +71,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return hashSecret(stdin, stdout, stderr)
 		case "dev-config":
 			return devConfig(args[1:], stdout, stderr, env)
+		case "check-config":
+			return checkConfig(args[1:], stdout, stderr, env)
 		}
 	}
 	fs := flag.NewFlagSet("ecpsd", flag.ContinueOnError)
@@ -79,7 +82,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitConfig
 	}
 	if *configPath == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: ecpsd -config FILE | ecpsd hash-secret | ecpsd dev-config -out FILE")
+		fmt.Fprintln(stderr, "usage: ecpsd -config FILE | ecpsd hash-secret | ecpsd dev-config -out FILE | ecpsd check-config -config FILE")
 		return exitConfig
 	}
 	cfg, err := loadConfig(*configPath, env)
@@ -96,6 +99,30 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		log.Error("ecpsd stopped", "err", err)
 		return exitFailed
 	}
+	return exitOK
+}
+
+// checkConfig checks a configuration as the server would at start (every
+// problem on its own line, exit status 2), without connecting to anything:
+// run it on a new config before rolling it out.
+func checkConfig(args []string, stdout, stderr io.Writer, env func(string) string) int {
+	fs := flag.NewFlagSet("ecpsd check-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "path of the YAML configuration file")
+	if err := fs.Parse(args); err != nil {
+		return exitConfig
+	}
+	if *configPath == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: ecpsd check-config -config FILE")
+		return exitConfig
+	}
+	cfg, err := loadConfig(*configPath, env)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitConfig
+	}
+	fmt.Fprintf(stdout, "config ok: %s: %d IdP client(s), %d desk operator(s), push %s\n",
+		*configPath, len(cfg.Clients), len(cfg.Operators), cfg.File.Push.Provider)
 	return exitOK
 }
 
