@@ -80,11 +80,12 @@ type replica struct {
 }
 
 const (
-	testClientSecret   = "client-secret-0123456789abcdef"
-	testActClientSec   = "act-client-secret-0123456789ab"
-	testOperatorKey    = "operator-key-0123456789abcdef0"
-	testOperatorKeyTwo = "operator-key-two-0123456789abc"
-	testClientSecret2  = "client-secret-two-0123456789ab"
+	testClientSecret      = "client-secret-0123456789abcdef"
+	testActClientSec      = "act-client-secret-0123456789ab"
+	testOperatorKey       = "operator-key-0123456789abcdef0"
+	testOperatorKeyTwo    = "operator-key-two-0123456789abc"
+	testClientSecret2     = "client-secret-two-0123456789ab"
+	testClientSecret2Next = "client-secret-two-next-0123456789"
 )
 
 func sum(s string) [32]byte { return sha256.Sum256([]byte(s)) }
@@ -144,7 +145,8 @@ func (e *env) newReplica() *replica {
 			{ID: "idp", Name: "Test IdP", SecretSHA256: sum(testClientSecret), Scopes: []string{"authentication"},
 				RedirectURIs: []string{"https://idp.test/cb"}},
 			{ID: "idp-actonly", Name: "Activation only", SecretSHA256: sum(testActClientSec), Scopes: []string{"activation"}},
-			{ID: "idp-2", Name: "Other IdP", SecretSHA256: sum(testClientSecret2), Scopes: []string{"authentication"}},
+			{ID: "idp-2", Name: "Other IdP", SecretSHA256: sum(testClientSecret2), Scopes: []string{"authentication"},
+				MoreSecretSHA256: [][32]byte{sum(testClientSecret2Next)}}, // being rotated
 			{ID: "idp-act", Name: "Activating IdP", SecretSHA256: sum(testActClientSec), Scopes: []string{"authentication", "activation"}},
 		},
 		Operators:    []Operator{{Name: "desk-1", KeySHA256: sum(testOperatorKey)}, {Name: "desk-2", KeySHA256: sum(testOperatorKeyTwo)}},

@@ -205,11 +205,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		PushStatus:     pushStatus,
 	}
 	for _, c := range cfg.Clients {
-		opts.Clients = append(opts.Clients, api.Client{ID: c.ID, Name: c.Name, SecretSHA256: c.SecretSHA256,
+		opts.Clients = append(opts.Clients, api.Client{ID: c.ID, Name: c.Name, SecretSHA256: c.SecretSHA256[0], MoreSecretSHA256: c.SecretSHA256[1:],
 			Scopes: c.Scopes, RedirectURIs: c.RedirectURIs})
 	}
 	for _, o := range cfg.Operators {
-		opts.Operators = append(opts.Operators, api.Operator{Name: o.Name, KeySHA256: o.KeySHA256})
+		opts.Operators = append(opts.Operators, api.Operator{Name: o.Name, KeySHA256: o.KeySHA256[0], MoreKeySHA256: o.KeySHA256[1:]})
 	}
 	srv, err := api.New(opts)
 	if err != nil {
