@@ -4,6 +4,7 @@ package kubernetes
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"net"
 	"net/url"
@@ -23,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -52,6 +54,7 @@ type set struct {
 	hpas         []*autoscalingv2.HorizontalPodAutoscaler
 	cronjobs     []*batchv1.CronJob
 	monitors     []*monitoringv1.ServiceMonitor
+	rules        []*monitoringv1.PrometheusRule
 	namespaceOf  map[string]string // kind/name -> namespace
 	unnamespaced []string
 }
@@ -106,6 +109,9 @@ func (s *set) decode(doc []byte) error {
 	case "monitoring.coreos.com/v1 ServiceMonitor":
 		o := &monitoringv1.ServiceMonitor{}
 		err, s.monitors = strict(o), append(s.monitors, o)
+	case "monitoring.coreos.com/v1 PrometheusRule":
+		o := &monitoringv1.PrometheusRule{}
+		err, s.rules = strict(o), append(s.rules, o)
 	default:
 		return fmt.Errorf("%s %s: a kind this test does not know: add it", head.APIVersion, head.Kind)
 	}
@@ -254,8 +260,8 @@ func TestOverlay(t *testing.T) {
 			}
 		}
 	}
-	if s.monitors[0].Labels["release"] != "prometheus" {
-		t.Error("ServiceMonitor: the overlay's release label is missing")
+	if s.monitors[0].Labels["release"] != "prometheus" || s.rules[0].Labels["release"] != "prometheus" {
+		t.Error("ServiceMonitor, PrometheusRule: the overlay's release label is missing")
 	}
 }
 
@@ -276,6 +282,7 @@ func check(t *testing.T, s *set, overlay bool) {
 	one("HorizontalPodAutoscaler", len(s.hpas))
 	one("CronJob", len(s.cronjobs))
 	one("ServiceMonitor", len(s.monitors))
+	one("PrometheusRule", len(s.rules))
 	one("Secret", len(s.secrets))
 	one("ServiceAccount", len(s.accounts))
 	d, svc, ing, pdb, hpa, cj, sm := s.deployments[0], s.services[0], s.ingresses[0], s.pdbs[0], s.hpas[0], s.cronjobs[0], s.monitors[0]
@@ -740,4 +747,53 @@ func keys(m map[string][]byte) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+var update = flag.Bool("update", false, "write base/prometheusrule.yaml from deploy/prometheus/ecpsd-rules.yml")
+
+const prometheusRuleHeader = `# The alert and recording rules of deploy/prometheus/ecpsd-rules.yml, for the
+# Prometheus Operator. Generated: do not edit; after a change of the rules run
+#   go test ./deploy/kubernetes -run TestPrometheusRule -update
+`
+
+// TestPrometheusRule: base/prometheusrule.yaml holds exactly the groups of
+// deploy/prometheus/ecpsd-rules.yml (which promtool checks and tests).
+func TestPrometheusRule(t *testing.T) {
+	raw, err := os.ReadFile("../prometheus/ecpsd-rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		Groups []monitoringv1.RuleGroup `json:"groups"`
+	}
+	if err := yaml.UnmarshalStrict(raw, &rules); err != nil {
+		t.Fatalf("ecpsd-rules.yml as the Prometheus Operator's rule groups: %v", err)
+	}
+	want := monitoringv1.PrometheusRule{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "monitoring.coreos.com/v1", Kind: "PrometheusRule"},
+		ObjectMeta: metav1.ObjectMeta{Name: "ecpsd", Labels: map[string]string{"app.kubernetes.io/name": "ecpsd"}},
+		Spec:       monitoringv1.PrometheusRuleSpec{Groups: rules.Groups},
+	}
+	out, err := yaml.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out = append([]byte(prometheusRuleHeader), out...)
+	if *update {
+		if err := os.WriteFile("base/prometheusrule.yaml", out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile("base/prometheusrule.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s set
+	if err := s.decode(got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, out) {
+		t.Fatal("base/prometheusrule.yaml is not the rules of deploy/prometheus/ecpsd-rules.yml: " +
+			"run go test ./deploy/kubernetes -run TestPrometheusRule -update")
+	}
 }
