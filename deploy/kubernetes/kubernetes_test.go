@@ -620,6 +620,20 @@ func checkPodSecurity(t *testing.T, what string, spec *corev1.PodSpec) {
 		ps.SeccompProfile == nil || ps.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 		t.Errorf("%s: pod securityContext %+v: want runAsNonRoot, runAsUser %d (the image's), seccomp RuntimeDefault", what, ps, imageUID)
 	}
+	// A Secret's files are root's: with a mode that others cannot read, the
+	// pod's fsGroup must be the image's group and the mode group-readable.
+	for _, v := range spec.Volumes {
+		if v.Secret == nil {
+			continue
+		}
+		mode := int32(0o644)
+		if v.Secret.DefaultMode != nil {
+			mode = *v.Secret.DefaultMode
+		}
+		if mode&0o004 == 0 && (ps == nil || ps.FSGroup == nil || *ps.FSGroup != imageUID || mode&0o040 == 0) {
+			t.Errorf("%s: volume %s (mode %#o) is unreadable by uid %d: set fsGroup %d and a group-readable mode", what, v.Name, mode, imageUID, imageUID)
+		}
+	}
 	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
 		t.Errorf("%s: automountServiceAccountToken must be false (no Kubernetes API use)", what)
 	}
