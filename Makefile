@@ -144,3 +144,33 @@ clean:
 .PHONY: bench-e2e
 bench-e2e:
 	./deploy/dev/bench-e2e.sh
+
+# ---- Operations kit (docs/operations.md) ----
+#   make image       bin/ecpsd-image.tar: the OCI image, built without a Docker engine (deploy/image)
+#   make check-ops   promtool check and test of the alert rules, then the tests of the image,
+#                    the Kubernetes manifests, the rules and the dashboard (go test ./deploy/...)
+.PHONY: image promtool check-ops
+
+image:
+	$(GO) run ./deploy/image -out bin/ecpsd-image.tar
+
+# promtool (Debian's prometheus package) checks the alert rules, here and in
+# go test ./deploy/prometheus: installed with apt-get when run as root.
+promtool:
+	@if ! command -v promtool >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo ">> promtool not found: installing Debian's prometheus package (it ships promtool)"; \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus </dev/null; \
+		else \
+			echo "error: promtool not found. Install it (Debian: sudo apt-get install prometheus)" >&2; \
+			exit 1; \
+		fi; \
+	fi
+
+# go test ./... runs the rules' tests, which need promtool.
+test: promtool
+
+check-ops: promtool
+	promtool check rules deploy/prometheus/ecpsd-rules.yml
+	promtool test rules deploy/prometheus/ecpsd-rules_test.yml
+	$(TEST_REDIS) $(GO) test -count=1 ./deploy/...

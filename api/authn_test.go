@@ -184,7 +184,13 @@ func TestLoginDenials(t *testing.T) {
 					number = "01"
 				}
 			}
-			e.respond(0, p, ch["challenge_id"].(string), p.decision(t, e.clock.Now(), ch, tc.decision, number)).wantStatus(t, http.StatusNoContent)
+			decision := p.decision(t, e.clock.Now(), ch, tc.decision, number)
+			e.respond(0, p, ch["challenge_id"].(string), decision).wantStatus(t, http.StatusNoContent)
+			// The same decision sent again (a lost reply) is counted once.
+			e.respond(0, p, ch["challenge_id"].(string), decision).wantStatus(t, http.StatusNoContent)
+			if n := e.metric(0, "decisions", tc.reason); n != 1 {
+				t.Fatalf("ecps_decisions_total{outcome=%q} = %v, want 1", tc.reason, n)
+			}
 			r := e.poll(0, c, "")
 			r.wantError(t, http.StatusBadRequest, "access_denied")
 			if reason := r.json(t)["reason"]; reason != tc.reason {
@@ -220,6 +226,9 @@ func TestDecisionOnlyOnce(t *testing.T) {
 	id := ch["challenge_id"].(string)
 	e.respond(0, p, id, p.decision(t, e.clock.Now(), ch, "approve", c.VerificationNumber)).wantStatus(t, http.StatusNoContent)
 	e.respond(0, p, id, p.decision(t, e.clock.Now(), ch, "deny", "")).wantError(t, http.StatusConflict, "conflict")
+	if a, d := e.metric(0, "decisions", "approved"), e.metric(0, "decisions", "denied"); a != 1 || d != 0 {
+		t.Fatalf("ecps_decisions_total approved %v denied %v, want 1 and 0", a, d)
+	}
 }
 
 func TestDecisionAfterCancelIsConflict(t *testing.T) {

@@ -186,7 +186,11 @@ func (s *Server) session(c *gin.Context) (deskSession, *Operator, error) {
 		if op.Name != sess.Operator {
 			continue
 		}
-		if subtle.ConstantTimeCompare([]byte(sess.KeyFP), []byte(keyFingerprint(op.KeySHA256))) != 1 {
+		current := 0
+		for _, h := range op.keyHashes() {
+			current |= subtle.ConstantTimeCompare([]byte(sess.KeyFP), []byte(keyFingerprint(h)))
+		}
+		if current != 1 {
 			_ = s.web.sessions.delete(c.Request.Context(), tok) // best effort: it expires anyway
 			return deskSession{}, nil, errNoSession
 		}

@@ -101,3 +101,38 @@ func TestDeskSessionEndsWhenOperatorKeyRotated(t *testing.T) {
 	cookieNew := map[string]string{"Cookie": ckNew.Name + "=" + ckNew.Value}
 	do(t, rotated, "GET", auditPath, nil, cookieNew).wantStatus(t, http.StatusOK)
 }
+
+// Rotation without downtime: while the config lists the old and the new
+// key, both sign in; a session lasts while the hash of the key it was opened
+// with is listed, so removing the old hash ends only the old key's sessions.
+func TestDeskKeyRotationWithTwoHashes(t *testing.T) {
+	w := newWebEnv(t, webOptions{})
+	const newKey = "operator-key-next-0123456789abcd"
+	both := newDeskServerWith(t, w, []Operator{{Name: "desk-1", KeySHA256: sum(testOperatorKey), MoreKeySHA256: [][32]byte{sum(newKey)}}})
+	after := newDeskServerWith(t, w, []Operator{{Name: "desk-1", KeySHA256: sum(newKey)}})
+	auditPath := "/api/v1/desk/audit?subject=" + subjectA
+
+	// Bearer: both keys work while both hashes are listed.
+	for _, k := range []string{testOperatorKey, newKey} {
+		do(t, both, "GET", auditPath, nil, map[string]string{"Authorization": "Bearer " + k}).wantStatus(t, http.StatusOK)
+	}
+	do(t, both, "GET", auditPath, nil, map[string]string{"Authorization": "Bearer nope-0123456789abcdefghij"}).
+		wantError(t, http.StatusUnauthorized, "invalid_client")
+
+	ckOld, r := signIn(t, both, testOperatorKey, nil)
+	r.wantStatus(t, http.StatusSeeOther)
+	ckNew, r := signIn(t, both, newKey, nil)
+	r.wantStatus(t, http.StatusSeeOther)
+	old := map[string]string{"Cookie": ckOld.Name + "=" + ckOld.Value}
+	cur := map[string]string{"Cookie": ckNew.Name + "=" + ckNew.Value}
+	do(t, both, "GET", auditPath, nil, old).wantStatus(t, http.StatusOK)
+	do(t, both, "GET", auditPath, nil, cur).wantStatus(t, http.StatusOK)
+	// The replica still on the old config (one hash) keeps the old key's session.
+	do(t, w.url(), "GET", auditPath, nil, old).wantStatus(t, http.StatusOK)
+
+	// Once the old hash is gone: the new key's session goes on, the old one ends.
+	do(t, after, "GET", auditPath, nil, cur).wantStatus(t, http.StatusOK)
+	do(t, after, "GET", auditPath, nil, old).wantError(t, http.StatusUnauthorized, "invalid_client")
+	do(t, after, "GET", auditPath, nil, map[string]string{"Authorization": "Bearer " + testOperatorKey}).
+		wantError(t, http.StatusUnauthorized, "invalid_client")
+}

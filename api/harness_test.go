@@ -81,11 +81,12 @@ type replica struct {
 }
 
 const (
-	testClientSecret   = "client-secret-0123456789abcdef"
-	testActClientSec   = "act-client-secret-0123456789ab"
-	testOperatorKey    = "operator-key-0123456789abcdef0"
-	testOperatorKeyTwo = "operator-key-two-0123456789abc"
-	testClientSecret2  = "client-secret-two-0123456789ab"
+	testClientSecret      = "client-secret-0123456789abcdef"
+	testActClientSec      = "act-client-secret-0123456789ab"
+	testOperatorKey       = "operator-key-0123456789abcdef0"
+	testOperatorKeyTwo    = "operator-key-two-0123456789abc"
+	testClientSecret2     = "client-secret-two-0123456789ab"
+	testClientSecret2Next = "client-secret-two-next-0123456789"
 )
 
 func sum(s string) [32]byte { return sha256.Sum256([]byte(s)) }
@@ -136,13 +137,16 @@ func (e *env) newReplica() *replica {
 	if e.sender != nil {
 		sender = e.sender
 	}
+	chOpts := e.chOpts
+	chOpts.OnDecision = metrics.Decided
 	srv, err := New(Options{
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Clients: []Client{
 			{ID: "idp", Name: "Test IdP", SecretSHA256: sum(testClientSecret), Scopes: []string{"authentication"},
 				RedirectURIs: []string{"https://idp.test/cb"}},
 			{ID: "idp-actonly", Name: "Activation only", SecretSHA256: sum(testActClientSec), Scopes: []string{"activation"}},
-			{ID: "idp-2", Name: "Other IdP", SecretSHA256: sum(testClientSecret2), Scopes: []string{"authentication"}},
+			{ID: "idp-2", Name: "Other IdP", SecretSHA256: sum(testClientSecret2), Scopes: []string{"authentication"},
+				MoreSecretSHA256: [][32]byte{sum(testClientSecret2Next)}}, // being rotated
 			{ID: "idp-act", Name: "Activating IdP", SecretSHA256: sum(testActClientSec), Scopes: []string{"authentication", "activation"}},
 		},
 		Operators:    []Operator{{Name: "desk-1", KeySHA256: sum(testOperatorKey)}, {Name: "desk-2", KeySHA256: sum(testOperatorKeyTwo)}},
@@ -150,7 +154,7 @@ func (e *env) newReplica() *replica {
 		Registry:     reg,
 		Metrics:      metrics,
 		Enrollment:   enrol,
-		Challenges:   challenge.New(e.rdb, log, sender, enrol, hub, e.chOpts),
+		Challenges:   challenge.New(e.rdb, log, sender, enrol, hub, chOpts),
 		Audit:        log,
 		Directory:    e.dir,
 		Ready:        func(ctx context.Context) error { return e.rdb.Ping(ctx).Err() },
@@ -397,6 +401,8 @@ func (e *env) metric(i int, name string, labels ...string) float64 {
 		return testutil.ToFloat64(r.enrolments.WithLabelValues(labels...))
 	case "redis_errors":
 		return testutil.ToFloat64(r.redisErrors)
+	case "decisions":
+		return testutil.ToFloat64(r.decisions.WithLabelValues(labels...))
 	}
 	e.t.Fatalf("unknown metric %s", name)
 	return 0

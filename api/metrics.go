@@ -24,6 +24,7 @@ type Metrics struct {
 	authentications *prometheus.CounterVec
 	limitHits       *prometheus.CounterVec
 	deskSignIns     *prometheus.CounterVec
+	decisions       *prometheus.CounterVec
 }
 
 // NewMetrics registers the service's metrics on reg.
@@ -58,8 +59,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.deskSignIns = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ecps_desk_signins_total", Help: "Desk sign-ins (POST /desk/session) by result: ok, wrong_key, refused (over the failure limit).",
 	}, []string{"result"})
+	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ecps_decisions_total", Help: "Logins decided on a phone, by outcome (approved, denied, wrong_number, fraud).",
+	}, []string{"outcome"})
 	reg.MustRegister(m.requests, m.latency, m.redisErrors, m.enrolments, m.activations, m.proofRejections,
-		m.authentications, m.limitHits, m.deskSignIns)
+		m.authentications, m.limitHits, m.deskSignIns, m.decisions)
+	for _, o := range []string{"approved", "denied", "wrong_number", "fraud"} {
+		m.decisions.WithLabelValues(o)
+	}
 	for _, l := range []string{"blocked", "pending_per_subject", "pushes_per_subject", "client_rps", "desk_signin"} {
 		m.limitHits.WithLabelValues(l)
 	}
@@ -76,6 +83,9 @@ func (m *Metrics) observeRequest(route, method string, status int, d time.Durati
 	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
 	m.latency.WithLabelValues(route, method).Observe(d.Seconds())
 }
+
+// Decided counts a login decided on a phone: give it as challenge.Options.OnDecision.
+func (m *Metrics) Decided(outcome string) { m.decisions.WithLabelValues(outcome).Inc() }
 
 func (m *Metrics) proofRejected(r deviceproof.Reason) {
 	m.proofRejections.WithLabelValues(string(r)).Inc()

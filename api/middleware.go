@@ -123,11 +123,17 @@ func (s *Server) clientAuth(scope string) gin.HandlerFunc {
 		client := s.clients[id]
 		// Compare against something even for an unknown id, so that timing does
 		// not tell which ids exist.
-		stored := dummyHash
+		stored := [][32]byte{dummyHash}
 		if client != nil {
-			stored = client.SecretSHA256
+			stored = append([][32]byte{client.SecretSHA256}, client.MoreSecretSHA256...)
 		}
-		if !ok || !hashEqual(secret, stored) || client == nil {
+		match := false
+		for _, h := range stored {
+			if hashEqual(secret, h) {
+				match = true
+			}
+		}
+		if !ok || !match || client == nil {
 			c.Header("WWW-Authenticate", `Basic realm="ecps"`)
 			s.writeError(c, errBadClient)
 			return
@@ -192,12 +198,18 @@ func (s *Server) operatorAuth(c *gin.Context) {
 }
 
 // operatorForKey returns the operator holding key, or nil. Every operator's
-// hash is compared, in constant time, whatever the key.
+// hashes are compared, in constant time, whatever the key. While a key is
+// rotated (several hashes), the operator returned is a copy whose KeySHA256
+// is the hash that matched: a desk session opened with it records it.
 func (s *Server) operatorForKey(key string) *Operator {
 	var found *Operator
 	for i := range s.operators {
-		if hashEqual(key, s.operators[i].KeySHA256) && key != "" {
-			found = &s.operators[i]
+		for _, h := range s.operators[i].keyHashes() {
+			if hashEqual(key, h) && key != "" {
+				op := s.operators[i]
+				op.KeySHA256 = h
+				found = &op
+			}
 		}
 	}
 	return found

@@ -36,8 +36,11 @@ type Client struct {
 	ID           string
 	Name         string
 	SecretSHA256 [sha256.Size]byte
-	Scopes       []string
-	RedirectURIs []string
+	// MoreSecretSHA256 are accepted too: the new secret's hash while the
+	// client's secret is rotated (or the old one's).
+	MoreSecretSHA256 [][sha256.Size]byte
+	Scopes           []string
+	RedirectURIs     []string
 }
 
 // HasScope reports whether the client holds scope.
@@ -61,6 +64,15 @@ type Directory interface {
 type Operator struct {
 	Name      string
 	KeySHA256 [sha256.Size]byte
+	// MoreKeySHA256 are accepted too, while the operator's key is rotated.
+	// A desk session lasts while the hash of the key it was opened with is
+	// still one of the operator's.
+	MoreKeySHA256 [][sha256.Size]byte
+}
+
+// keyHashes are all the hashes of an operator's accepted keys.
+func (o *Operator) keyHashes() [][sha256.Size]byte {
+	return append([][sha256.Size]byte{o.KeySHA256}, o.MoreKeySHA256...)
 }
 
 // Options are what the HTTP layer needs; cmd/ecpsd builds them from the config.

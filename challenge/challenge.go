@@ -68,6 +68,10 @@ type Options struct {
 	PushesWindow       time.Duration // default 5 min
 	DenialsBeforeBlock int           // default 5
 	BlockDuration      time.Duration // default 15 min
+	// OnDecision, when set, is told the outcome of each login decided by a
+	// device, once per login (a decision sent again is not told twice):
+	// "approved", "denied", "wrong_number" or "fraud". For the metrics.
+	OnDecision func(outcome string)
 	// ReadBudget bounds each read of a long-poll, go-redis's resends
 	// included (default 2 s): a slow Redis ends the poll with an error
 	// within it instead of holding the IdP for the whole wait.
@@ -627,12 +631,22 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 	}
 	// With redis.min_replicas_ack, each step is answered only once replicas
 	// have it: an acknowledged decision survives its master's failover.
+	var done string
 	if err := s.opts.Durable.Do(ctx, s.keys.logins(dev.Subject), func(c redis.Cmdable) error {
-		return afterDecisionScript.Run(ctx, c, []string{s.keys.logins(dev.Subject), s.audit.SubjectStream(dev.Subject)},
+		var err error
+		done, err = afterDecisionScript.Run(ctx, c, []string{s.keys.logins(dev.Subject), s.audit.SubjectStream(dev.Subject)},
 			challengeID, status, reason, s.opts.DenialsBeforeBlock, s.opts.BlockDuration.Milliseconds(), dj, fj, minID, ttl,
-			endedUntil(expiresMS), now.UnixMilli(), s.loginsKeep().Milliseconds()).Err()
+			endedUntil(expiresMS), now.UnixMilli(), s.loginsKeep().Milliseconds()).Text()
+		return err
 	}); err != nil {
 		return fmt.Errorf("audit decision: %w", err)
+	}
+	if done != "again" && s.opts.OnDecision != nil { // counted once per login
+		outcome := reason
+		if status == "approved" {
+			outcome = "approved"
+		}
+		s.opts.OnDecision(outcome)
 	}
 	durable := s.opts.Durable.Replicas() > 0
 	if durable {

@@ -56,14 +56,46 @@ type sentinelConfig struct {
 type clientConfig struct {
 	ID           string   `yaml:"id"`
 	Name         string   `yaml:"name"`
-	SecretSHA256 string   `yaml:"secret_sha256"`
+	SecretSHA256 hashList `yaml:"secret_sha256"`
 	Scopes       []string `yaml:"scopes"`
 	RedirectURIs []string `yaml:"redirect_uris"`
 }
 
 type opConfig struct {
-	Name      string `yaml:"name"`
-	KeySHA256 string `yaml:"key_sha256"`
+	Name      string   `yaml:"name"`
+	KeySHA256 hashList `yaml:"key_sha256"`
+}
+
+// hashList is a secret's SHA-256 (hex), or a list of them while a secret is
+// rotated (PROTOCOL.md, Operations): each one is accepted.
+type hashList []string
+
+func (h *hashList) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		*h = hashList{n.Value}
+		return nil
+	case yaml.SequenceNode:
+		var list []string
+		if err := n.Decode(&list); err != nil {
+			return err
+		}
+		*h = list
+		return nil
+	}
+	*h = hashList{wrongType} // reported here: validate says nothing more
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want a hash or a list of hashes", n.Line)}}
+}
+
+// wrongType marks a hashList whose YAML was neither a string nor a list.
+const wrongType = "\x00wrong type"
+
+// MarshalYAML writes one hash as a string.
+func (h hashList) MarshalYAML() (any, error) {
+	if len(h) == 1 {
+		return h[0], nil
+	}
+	return []string(h), nil
 }
 
 type pushConfig struct {
@@ -136,14 +168,14 @@ type Config struct {
 
 type client struct {
 	ID, Name     string
-	SecretSHA256 [32]byte
+	SecretSHA256 [][32]byte // each accepted (two while a secret is rotated)
 	Scopes       []string
 	RedirectURIs []string
 }
 
 type operator struct {
 	Name      string
-	KeySHA256 [32]byte
+	KeySHA256 [][32]byte // each accepted (two while a key is rotated)
 }
 
 // configError lists every problem found, one line each, naming the key.
@@ -355,10 +387,7 @@ func validate(fc fileConfig) (Config, error) {
 		if c.Name == "" {
 			bad(key+".name", "required (shown on the phone as client_name)")
 		}
-		h, ok := parseHash(c.SecretSHA256)
-		if !ok {
-			bad(key+".secret_sha256", "want 64 hex characters (output of `ecpsd hash-secret`)")
-		}
+		h := parseHashes(key+".secret_sha256", c.SecretSHA256, bad)
 		if len(c.Scopes) == 0 {
 			bad(key+".scopes", "at least one of authentication, activation")
 		}
@@ -384,10 +413,7 @@ func validate(fc fileConfig) (Config, error) {
 			bad(key+".name", "duplicate operator name %q", o.Name)
 		}
 		seen[o.Name] = true
-		h, ok := parseHash(o.KeySHA256)
-		if !ok {
-			bad(key+".key_sha256", "want 64 hex characters (output of `ecpsd hash-secret`)")
-		}
+		h := parseHashes(key+".key_sha256", o.KeySHA256, bad)
 		cfg.Operators = append(cfg.Operators, operator{Name: o.Name, KeySHA256: h})
 	}
 
@@ -524,6 +550,37 @@ func redactURL(s string) string {
 		return "xxxxx@" + s[at+1:]
 	}
 	return s
+}
+
+// parseHashes checks a hash or a list of hashes (key is the config key).
+func parseHashes(key string, list hashList, bad func(key, format string, args ...any)) [][32]byte {
+	const want = "want 64 hex characters (output of `ecpsd hash-secret`)"
+	if len(list) == 0 {
+		bad(key, "%s, or a list of them while a secret is rotated", want)
+		return nil
+	}
+	if len(list) == 1 && list[0] == wrongType {
+		return nil
+	}
+	var out [][32]byte
+	seen := map[[32]byte]bool{}
+	for i, s := range list {
+		k := key
+		if len(list) > 1 {
+			k = fmt.Sprintf("%s[%d]", key, i)
+		}
+		h, ok := parseHash(s)
+		switch {
+		case !ok:
+			bad(k, want)
+		case seen[h]:
+			bad(k, "the same hash twice")
+		default:
+			seen[h] = true
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 func parseHash(s string) ([32]byte, bool) {

@@ -130,6 +130,16 @@ func TestConfigMistakesAreRefusedNamingTheKey(t *testing.T) {
 			want: []string{"redis.urll"}},
 		{name: "unknown key clients[0].secret", edits: []string{"    secret_sha256: ", "    secret: "},
 			want: []string{"clients[0].secret"}},
+		{name: "secret_sha256: empty list", edits: []string{`secret_sha256: "` + hexSHA256(testClientSecret) + `"`, `secret_sha256: []`},
+			want: []string{"clients[0].secret_sha256"}},
+		{name: "secret_sha256: a bad hash in a list", edits: []string{`secret_sha256: "` + hexSHA256(testClientSecret) + `"`,
+			`secret_sha256: ["` + hexSHA256(testClientSecret) + `", "nope"]`},
+			want: []string{"clients[0].secret_sha256[1]"}},
+		{name: "secret_sha256: the same hash twice", edits: []string{`secret_sha256: "` + hexSHA256(testClientSecret) + `"`,
+			`secret_sha256: ["` + hexSHA256(testClientSecret) + `", "` + hexSHA256(testClientSecret) + `"]`},
+			want: []string{"clients[0].secret_sha256[1]", "twice"}},
+		{name: "key_sha256: a mapping", edits: []string{`key_sha256: "` + hexSHA256(testDeskKey) + `"`, `key_sha256: {new: x}`},
+			want: []string{"desk_operators[0].key_sha256", "list of hashes"}},
 		{name: "duration in words", edits: []string{`activation_ttl: "10m"`, `activation_ttl: "10 minutes"`},
 			want: []string{"limits.activation_ttl", "10 minutes"}},
 		{name: "negative duration", edits: []string{`activation_ttl: "10m"`, `activation_ttl: "-5s"`},
@@ -344,7 +354,7 @@ func TestConfigContractYAMLAndDefaults(t *testing.T) {
 		if len(cfg.Clients) != 1 || cfg.Clients[0].ID != "psc" || cfg.Clients[0].Name != "Pro Santé Connect" {
 			t.Fatalf("clients = %+v", cfg.Clients)
 		}
-		if got := hex.EncodeToString(cfg.Clients[0].SecretSHA256[:]); got != hexSHA256(testClientSecret) {
+		if got := hex.EncodeToString(cfg.Clients[0].SecretSHA256[0][:]); got != hexSHA256(testClientSecret) {
 			t.Errorf("client hash %s", got)
 		}
 		if !reflect.DeepEqual(cfg.Clients[0].Scopes, []string{"authentication", "activation"}) ||
@@ -352,7 +362,7 @@ func TestConfigContractYAMLAndDefaults(t *testing.T) {
 			t.Errorf("client = %+v", cfg.Clients[0])
 		}
 		if len(cfg.Operators) != 1 || cfg.Operators[0].Name != "desk-paris-1" ||
-			hex.EncodeToString(cfg.Operators[0].KeySHA256[:]) != hexSHA256(testDeskKey) {
+			hex.EncodeToString(cfg.Operators[0].KeySHA256[0][:]) != hexSHA256(testDeskKey) {
 			t.Errorf("operators = %+v", cfg.Operators)
 		}
 		if cfg.File.Push.Provider != "fcm" || cfg.File.Push.FCM.ProjectID != "…" ||
@@ -595,10 +605,10 @@ func TestDevConfig(t *testing.T) {
 	if len(cfg.Clients) != 1 || len(cfg.Operators) != 1 {
 		t.Fatalf("clients %d operators %d", len(cfg.Clients), len(cfg.Operators))
 	}
-	if cfg.Clients[0].SecretSHA256 != sha256.Sum256([]byte(secret[1])) {
+	if len(cfg.Clients[0].SecretSHA256) != 1 || cfg.Clients[0].SecretSHA256[0] != sha256.Sum256([]byte(secret[1])) {
 		t.Error("the printed client secret does not hash to the file's secret_sha256")
 	}
-	if cfg.Operators[0].KeySHA256 != sha256.Sum256([]byte(key[1])) {
+	if len(cfg.Operators[0].KeySHA256) != 1 || cfg.Operators[0].KeySHA256[0] != sha256.Sum256([]byte(key[1])) {
 		t.Error("the printed desk key does not hash to the file's key_sha256")
 	}
 	if bytes.Contains(raw, []byte(secret[1])) || bytes.Contains(raw, []byte(key[1])) {
@@ -730,4 +740,64 @@ func TestDevConfigOverwriteIsMode0600(t *testing.T) {
 			t.Errorf("%s: mode %v after overwriting a 0644 file, want 0600", filepath.Base(p), fi.Mode().Perm())
 		}
 	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	check := func(yaml string, env map[string]string) (int, string, string) {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), []string{"check-config", "-config", writeConfig(t, yaml)}, strings.NewReader(""), &stdout, &stderr, envOf(env))
+		return code, stdout.String(), stderr.String()
+	}
+	t.Run("ok", func(t *testing.T) {
+		code, stdout, stderr := check(baseYAML, nil)
+		if code != exitOK || !strings.HasPrefix(stdout, "config ok: ") || stderr != "" {
+			t.Errorf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+		}
+	})
+	t.Run("fail/every problem, overrides included", func(t *testing.T) {
+		code, stdout, stderr := check(edit(t, `listen: "127.0.0.1:8080"`, `listen: "127.0.0.1:8080"`+"\nlisten_typo: 1"),
+			map[string]string{"ECPS_LIMITS_CLIENT_RPS": "many"})
+		if code != exitConfig || stdout != "" {
+			t.Errorf("exit %d, stdout %q", code, stdout)
+		}
+		for _, want := range []string{`unknown key "listen_typo"`, "limits.client_rps (ECPS_LIMITS_CLIENT_RPS)"} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("stderr lacks %q:\n%s", want, stderr)
+			}
+		}
+	})
+	t.Run("fail/usage", func(t *testing.T) {
+		for _, args := range [][]string{{"check-config"}, {"check-config", "-config", "a", "b"}} {
+			var stdout, stderr bytes.Buffer
+			if code := run(context.Background(), args, strings.NewReader(""), &stdout, &stderr, envOf(nil)); code != exitConfig || stderr.Len() == 0 {
+				t.Errorf("%q: exit %d, stderr %q", args, code, stderr.String())
+			}
+		}
+	})
+}
+
+// While a secret or key is rotated, the config lists both hashes (PROTOCOL.md, Operations).
+func TestConfigHashListsWhileRotating(t *testing.T) {
+	const newSecret, newKey = "client-secret-next-0123456789abc", "desk-key-next-0123456789abcdef"
+	y := edit(t, `secret_sha256: "`+hexSHA256(testClientSecret)+`"`,
+		`secret_sha256: ["`+hexSHA256(testClientSecret)+`", "`+hexSHA256(newSecret)+`"]`,
+		`key_sha256: "`+hexSHA256(testDeskKey)+`"`,
+		"key_sha256:\n      - \""+hexSHA256(newKey)+"\"\n      - \""+hexSHA256(testDeskKey)+"\"")
+	cfg, err := parseConfig([]byte(y), envOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := func(got [][32]byte, secrets ...string) {
+		t.Helper()
+		if len(got) != len(secrets) {
+			t.Fatalf("%d hashes, want %d", len(got), len(secrets))
+		}
+		for i, s := range secrets {
+			if got[i] != sha256.Sum256([]byte(s)) {
+				t.Errorf("hash %d is not that of %q", i, s)
+			}
+		}
+	}
+	want(cfg.Clients[0].SecretSHA256, testClientSecret, newSecret)
+	want(cfg.Operators[0].KeySHA256, newKey, testDeskKey)
 }

@@ -44,9 +44,9 @@ func devConfig(args []string, stdout, stderr io.Writer, env func(string) string)
 	fc.Dev = true
 	fc.Redis.URL = *redisURL
 	fc.Push.Provider = "log"
-	fc.Clients = []clientConfig{{ID: "demo-idp", Name: "Démo IdP (dev)", SecretSHA256: sha256Hex(clientSecret),
+	fc.Clients = []clientConfig{{ID: "demo-idp", Name: "Démo IdP (dev)", SecretSHA256: hashList{sha256Hex(clientSecret)},
 		Scopes: []string{"authentication", "activation"}, RedirectURIs: []string{*publicURL + "/demo/callback"}}}
-	fc.DeskOperators = []opConfig{{Name: "demo-desk", KeySHA256: sha256Hex(deskKey)}}
+	fc.DeskOperators = []opConfig{{Name: "demo-desk", KeySHA256: hashList{sha256Hex(deskKey)}}}
 	if _, err := validate(fc); err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitConfig

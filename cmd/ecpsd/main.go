@@ -5,6 +5,7 @@
 //	ecpsd dev-config -out FILE  write a development config with fresh demo credentials
 //	ecpsd directory import|status|clear [-config FILE] ...
 //	                            load, show or remove the practitioner directory (RPPS extract)
+//	ecpsd check-config -config FILE  check a config (and ECPS_<KEY> overrides) without starting
 package main
 
 import (
@@ -43,6 +44,14 @@ import (
 	"github.com/ecps-sante/ecps/ratelimit"
 )
 
+// version and revision are stamped in by `make image` and deploy/Dockerfile
+// (-ldflags "-X main.version=… -X main.revision=…"); logged at start and
+// exposed as ecps_build_info.
+var (
+	version  = "dev"
+	revision = ""
+)
+
 func main() {
 	gin.SetMode(gin.ReleaseMode) // gin's mode is process-wide; no debug route dump
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -69,6 +78,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return devConfig(args[1:], stdout, stderr, env)
 		case "directory":
 			return directoryCmd(ctx, args[1:], stdin, stdout, stderr, env)
+		case "check-config":
+			return checkConfig(args[1:], stdout, stderr, env)
 		}
 	}
 	fs := flag.NewFlagSet("ecpsd", flag.ContinueOnError)
@@ -78,7 +89,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitConfig
 	}
 	if *configPath == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: ecpsd -config FILE | ecpsd hash-secret | ecpsd dev-config -out FILE | ecpsd directory import|status|clear")
+		fmt.Fprintln(stderr, "usage: ecpsd -config FILE | ecpsd hash-secret | ecpsd dev-config -out FILE | ecpsd check-config -config FILE | ecpsd directory import|status|clear")
 		return exitConfig
 	}
 	cfg, err := loadConfig(*configPath, env)
@@ -98,6 +109,30 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return exitOK
 }
 
+// checkConfig checks a configuration as the server would at start (every
+// problem on its own line, exit status 2), without connecting to anything:
+// run it on a new config before rolling it out.
+func checkConfig(args []string, stdout, stderr io.Writer, env func(string) string) int {
+	fs := flag.NewFlagSet("ecpsd check-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "path of the YAML configuration file")
+	if err := fs.Parse(args); err != nil {
+		return exitConfig
+	}
+	if *configPath == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: ecpsd check-config -config FILE")
+		return exitConfig
+	}
+	cfg, err := loadConfig(*configPath, env)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitConfig
+	}
+	fmt.Fprintf(stdout, "config ok: %s: %d IdP client(s), %d desk operator(s), push %s\n",
+		*configPath, len(cfg.Clients), len(cfg.Operators), cfg.File.Push.Provider)
+	return exitOK
+}
+
 // serve runs the service until ctx ends, then stops gracefully. ready, when
 // not nil, receives the main listener's address once it accepts connections.
 func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string) error {
@@ -110,6 +145,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ecps_build_info",
+		Help: "Always 1: the version and revision of the running ecpsd."}, []string{"version", "revision"})
+	buildInfo.WithLabelValues(version, revision).Set(1)
+	reg.MustRegister(buildInfo)
 	metrics := api.NewMetrics(reg)
 	rdb.AddHook(metrics.RedisHook())
 
@@ -158,6 +197,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		PushesWindow:       cfg.PushesWindow,
 		DenialsBeforeBlock: cfg.File.Limits.DenialsBeforeBlock,
 		BlockDuration:      cfg.BlockDuration,
+		OnDecision:         metrics.Decided,
 	})
 	opts := api.Options{
 		Logger:         log,
@@ -180,11 +220,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		DeskSignInWindow:   cfg.DeskSignInWindow,
 	}
 	for _, c := range cfg.Clients {
-		opts.Clients = append(opts.Clients, api.Client{ID: c.ID, Name: c.Name, SecretSHA256: c.SecretSHA256,
+		opts.Clients = append(opts.Clients, api.Client{ID: c.ID, Name: c.Name, SecretSHA256: c.SecretSHA256[0], MoreSecretSHA256: c.SecretSHA256[1:],
 			Scopes: c.Scopes, RedirectURIs: c.RedirectURIs})
 	}
 	for _, o := range cfg.Operators {
-		opts.Operators = append(opts.Operators, api.Operator{Name: o.Name, KeySHA256: o.KeySHA256})
+		opts.Operators = append(opts.Operators, api.Operator{Name: o.Name, KeySHA256: o.KeySHA256[0], MoreKeySHA256: o.KeySHA256[1:]})
 	}
 	srv, err := api.New(opts)
 	if err != nil {
@@ -219,7 +259,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	for i := range servers {
 		go func() { errc <- servers[i].Serve(listeners[i]) }()
 	}
-	log.Info("ecpsd started", "listen", ln.Addr().String(), "metrics_listen", cfg.File.MetricsListen, "pprof", cfg.File.Pprof,
+	log.Info("ecpsd started", "version", version, "revision", revision, "listen", ln.Addr().String(), "metrics_listen", cfg.File.MetricsListen, "pprof", cfg.File.Pprof,
 		"public_url", cfg.File.PublicURL, "dev", cfg.File.Dev, "push", cfg.File.Push.Provider)
 	if ready != nil {
 		ready <- ln.Addr().String()
