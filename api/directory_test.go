@@ -67,7 +67,7 @@ func TestDirectoryFlow(t *testing.T) {
 	if acts, _ := id["activities"].([]any); len(acts) != 3 {
 		t.Fatalf("activities %v, want her three distinct places of activity", id["activities"])
 	}
-	e.desk("GET", "/api/v1/desk/practitioners/"+subjectB, nil).wantError(t, http.StatusNotFound, "not_found")
+	wantLookupReason(t, e.desk("GET", "/api/v1/desk/practitioners/"+subjectB, nil), "not_in_directory")
 	e.desk("GET", "/api/v1/desk/practitioners/81000123456", nil).wantError(t, http.StatusBadRequest, "invalid_request")
 
 	// Activations: refused for an absent practitioner (desk and IdP).
@@ -122,7 +122,7 @@ func TestDirectoryFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(5 * time.Millisecond) // the replicas' pointer (PointerTTL 1 ms here)
-	e.desk("GET", "/api/v1/desk/practitioners/"+subjectA, nil).wantError(t, http.StatusNotFound, "not_found")
+	wantLookupReason(t, e.desk("GET", "/api/v1/desk/practitioners/"+subjectA, nil), "no_directory")
 	e.createActivation(subjectB)
 	c = e.createAuth(map[string]any{"login_hint": subjectA})
 	ch = e.pendingChallenge(p)
@@ -132,6 +132,25 @@ func TestDirectoryFlow(t *testing.T) {
 	if strings.Contains(string(r.Body), "identity") {
 		t.Fatalf("an approval without a directory carries an identity: %s", r.Body)
 	}
+}
+
+// wantLookupReason checks a desk practitioner lookup's 404 and its reason:
+// no_directory (activations stay possible) or not_in_directory (they are
+// unknown_user_id).
+func wantLookupReason(t *testing.T, r response, reason string) {
+	t.Helper()
+	r.wantError(t, http.StatusNotFound, "not_found")
+	if got := r.json(t)["reason"]; got != reason {
+		t.Fatalf("reason %v, want %s: %s", got, reason, r.Body)
+	}
+}
+
+// TestDeskLookupWithoutDirectory: a server without a directory at all
+// answers the lookup as one with none loaded.
+func TestDeskLookupWithoutDirectory(t *testing.T) {
+	e := newEnv(t, 1)
+	wantLookupReason(t, e.desk("GET", "/api/v1/desk/practitioners/"+subjectA, nil), "no_directory")
+	e.createActivation(subjectA)
 }
 
 // deviceWithoutDirectory enrols a device for a practitioner absent from the
