@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,17 +24,30 @@ import (
 func directoryEnv(t *testing.T) (*env, *directory.Store) {
 	t.Helper()
 	rdb, prefix := redisClient(t)
+	dir := importDirectory(t, rdb, prefix, testExtract)
+	return newEnvWithDirectory(t, rdb, prefix, dir), dir
+}
+
+// testExtract is the published-format sample of directory/testdata: Dr
+// Hélène DUPRÉ-LEFÈVRE (subjectA, three places of activity), Anaïs N'DIAYE
+// (subjectC, ADELI), not subjectB.
+const testExtract = "../directory/testdata/PS_LibreAcces_Personne_activite_202611150930.txt"
+
+// importDirectory imports an activity file into a new directory store in
+// the test's Redis and returns the store (it sees a new version within a
+// millisecond, as replicas do within PointerTTL).
+func importDirectory(t testing.TB, rdb redis.UniversalClient, prefix, path string) *directory.Store {
+	t.Helper()
 	dir := directory.NewStore(rdb, directory.Options{KeyPrefix: prefix, PointerTTL: time.Millisecond, Grace: 10 * time.Millisecond})
-	e := newEnvWithDirectory(t, rdb, prefix, dir)
-	f, err := os.Open("../directory/testdata/PS_LibreAcces_Personne_activite_202611150930.txt")
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := dir.Import(context.Background(), directory.Source{Activity: f, ActivityName: "testdata"}, directory.ImportOptions{}); err != nil {
+	if _, err := dir.Import(context.Background(), directory.Source{Activity: f, ActivityName: filepath.Base(path)}, directory.ImportOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	return e, dir
+	return dir
 }
 
 func newEnvWithDirectory(t *testing.T, rdb redis.UniversalClient, prefix string, dir *directory.Store) *env {
@@ -168,7 +182,7 @@ func (e *env) deviceWithoutDirectory(t *testing.T, dir *directory.Store, subject
 	}
 	time.Sleep(5 * time.Millisecond)
 	p := e.newDevice(subject)
-	f, err := os.Open("../directory/testdata/PS_LibreAcces_Personne_activite_202611150930.txt")
+	f, err := os.Open(testExtract)
 	if err != nil {
 		t.Fatal(err)
 	}
