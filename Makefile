@@ -32,6 +32,10 @@ endif
 
 VAR_DIR   := $(CURDIR)/var
 REDIS_DIR := $(VAR_DIR)/redis
+# make run's practitioner directory (a small extract in the published format,
+# with the walk-through's practitioners), imported only when none is loaded;
+# DEV_DIRECTORY= runs without one.
+DEV_DIRECTORY ?= deploy/dev/PS_LibreAcces_Personne_activite_demo.txt
 
 .PHONY: build run demo test bench screenshots fuzz lint clean
 
@@ -43,7 +47,8 @@ build:
 # Dev server. With ECPS_REDIS_URL set, that Redis is used as is; otherwise a
 # local redis-server (AOF on, data in var/redis) is started on REDIS_PORT,
 # unless one already answers there. A fresh var/dev.yaml (demo client and desk
-# key printed once) is written on every run.
+# key printed once) is written on every run, and the demo directory
+# (DEV_DIRECTORY) imported if that Redis has none.
 run: build
 	mkdir -p "$(REDIS_DIR)"
 	@if [ -n "$${ECPS_REDIS_URL:-}" ]; then \
@@ -71,6 +76,10 @@ run: build
 		redis_url="redis://127.0.0.1:$(REDIS_PORT)/0"; \
 	fi; \
 	bin/ecpsd dev-config -out "$(VAR_DIR)/dev.yaml" -listen "$(LISTEN)" -redis-url "$$redis_url"; \
+	if [ -n "$(DEV_DIRECTORY)" ]; then \
+		echo ">> demo practitioner directory $(DEV_DIRECTORY), unless one is loaded (make run DEV_DIRECTORY= for none)"; \
+		bin/ecpsd directory import -if-none -config "$(VAR_DIR)/dev.yaml" "$(DEV_DIRECTORY)"; \
+	fi; \
 	exec bin/ecpsd -config "$(VAR_DIR)/dev.yaml"
 
 # Scripted login against the server that `make run` started (in another

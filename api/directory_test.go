@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,17 +24,30 @@ import (
 func directoryEnv(t *testing.T) (*env, *directory.Store) {
 	t.Helper()
 	rdb, prefix := redisClient(t)
+	dir := importDirectory(t, rdb, prefix, testExtract)
+	return newEnvWithDirectory(t, rdb, prefix, dir), dir
+}
+
+// testExtract is the published-format sample of directory/testdata: Dr
+// Hélène DUPRÉ-LEFÈVRE (subjectA, three places of activity), Anaïs N'DIAYE
+// (subjectC, ADELI), not subjectB.
+const testExtract = "../directory/testdata/PS_LibreAcces_Personne_activite_202611150930.txt"
+
+// importDirectory imports an activity file into a new directory store in
+// the test's Redis and returns the store (it sees a new version within a
+// millisecond, as replicas do within PointerTTL).
+func importDirectory(t testing.TB, rdb redis.UniversalClient, prefix, path string) *directory.Store {
+	t.Helper()
 	dir := directory.NewStore(rdb, directory.Options{KeyPrefix: prefix, PointerTTL: time.Millisecond, Grace: 10 * time.Millisecond})
-	e := newEnvWithDirectory(t, rdb, prefix, dir)
-	f, err := os.Open("../directory/testdata/PS_LibreAcces_Personne_activite_202611150930.txt")
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := dir.Import(context.Background(), directory.Source{Activity: f, ActivityName: "testdata"}, directory.ImportOptions{}); err != nil {
+	if _, err := dir.Import(context.Background(), directory.Source{Activity: f, ActivityName: filepath.Base(path)}, directory.ImportOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	return e, dir
+	return dir
 }
 
 func newEnvWithDirectory(t *testing.T, rdb redis.UniversalClient, prefix string, dir *directory.Store) *env {
@@ -67,7 +81,7 @@ func TestDirectoryFlow(t *testing.T) {
 	if acts, _ := id["activities"].([]any); len(acts) != 3 {
 		t.Fatalf("activities %v, want her three distinct places of activity", id["activities"])
 	}
-	e.desk("GET", "/api/v1/desk/practitioners/"+subjectB, nil).wantError(t, http.StatusNotFound, "not_found")
+	wantLookupReason(t, e.desk("GET", "/api/v1/desk/practitioners/"+subjectB, nil), "not_in_directory")
 	e.desk("GET", "/api/v1/desk/practitioners/81000123456", nil).wantError(t, http.StatusBadRequest, "invalid_request")
 
 	// Activations: refused for an absent practitioner (desk and IdP).
@@ -122,7 +136,7 @@ func TestDirectoryFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(5 * time.Millisecond) // the replicas' pointer (PointerTTL 1 ms here)
-	e.desk("GET", "/api/v1/desk/practitioners/"+subjectA, nil).wantError(t, http.StatusNotFound, "not_found")
+	wantLookupReason(t, e.desk("GET", "/api/v1/desk/practitioners/"+subjectA, nil), "no_directory")
 	e.createActivation(subjectB)
 	c = e.createAuth(map[string]any{"login_hint": subjectA})
 	ch = e.pendingChallenge(p)
@@ -132,6 +146,25 @@ func TestDirectoryFlow(t *testing.T) {
 	if strings.Contains(string(r.Body), "identity") {
 		t.Fatalf("an approval without a directory carries an identity: %s", r.Body)
 	}
+}
+
+// wantLookupReason checks a desk practitioner lookup's 404 and its reason:
+// no_directory (activations stay possible) or not_in_directory (they are
+// unknown_user_id).
+func wantLookupReason(t *testing.T, r response, reason string) {
+	t.Helper()
+	r.wantError(t, http.StatusNotFound, "not_found")
+	if got := r.json(t)["reason"]; got != reason {
+		t.Fatalf("reason %v, want %s: %s", got, reason, r.Body)
+	}
+}
+
+// TestDeskLookupWithoutDirectory: a server without a directory at all
+// answers the lookup as one with none loaded.
+func TestDeskLookupWithoutDirectory(t *testing.T) {
+	e := newEnv(t, 1)
+	wantLookupReason(t, e.desk("GET", "/api/v1/desk/practitioners/"+subjectA, nil), "no_directory")
+	e.createActivation(subjectA)
 }
 
 // deviceWithoutDirectory enrols a device for a practitioner absent from the
@@ -149,7 +182,7 @@ func (e *env) deviceWithoutDirectory(t *testing.T, dir *directory.Store, subject
 	}
 	time.Sleep(5 * time.Millisecond)
 	p := e.newDevice(subject)
-	f, err := os.Open("../directory/testdata/PS_LibreAcces_Personne_activite_202611150930.txt")
+	f, err := os.Open(testExtract)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,9 @@ type Error struct {
 	Status      int    `json:"-"`
 	Code        string `json:"error"`
 	Description string `json:"error_description"`
-	// Reason is set on access_denied: denied, fraud, wrong_number, cancelled.
+	// Reason is set on access_denied (denied, fraud, wrong_number,
+	// cancelled) and on the desk's practitioner lookup's not_found
+	// (no_directory, not_in_directory).
 	Reason string `json:"reason,omitempty"`
 	// RetryAfter is sent as the Retry-After header of a 429.
 	RetryAfter time.Duration `json:"-"`
@@ -50,6 +52,15 @@ var (
 	errBadClient        = newError(http.StatusUnauthorized, "invalid_client", "client authentication failed")
 	errBadOperator      = newError(http.StatusUnauthorized, "invalid_client", "operator authentication failed")
 	errForbidden        = newError(http.StatusForbidden, "forbidden", "missing scope for this operation")
+)
+
+// The desk's practitioner lookup answers 404 in two cases that a desk must
+// tell apart: with no directory loaded, activations stay possible (the
+// operator checks the identity on the ID card alone); with one loaded, a
+// practitioner absent from it cannot be activated (unknown_user_id).
+var (
+	errNoDirectory    = &Error{Status: http.StatusNotFound, Code: "not_found", Description: "no directory is loaded", Reason: "no_directory"}
+	errNotInDirectory = &Error{Status: http.StatusNotFound, Code: "not_found", Description: "the practitioner is absent from the directory", Reason: "not_in_directory"}
 )
 
 func invalidRequest(desc string) *Error {
@@ -75,8 +86,8 @@ var errorTable = []struct {
 	{challenge.ErrRedirectURI, invalidRequest("redirect_uri is not one of the client's registered redirect_uris")},
 	{challenge.ErrUnknownUser, newError(http.StatusBadRequest, "unknown_user_id", "unknown practitioner: no device ever enrolled, or absent from the directory")},
 	{enrollment.ErrUnknownUser, newError(http.StatusBadRequest, "unknown_user_id", "the practitioner is absent from the directory")},
-	{directory.ErrNotFound, newError(http.StatusNotFound, "not_found", "no directory entry for this practitioner")},
-	{directory.ErrNotLoaded, newError(http.StatusNotFound, "not_found", "no directory entry for this practitioner")},
+	{directory.ErrNotFound, errNotInDirectory},
+	{directory.ErrNotLoaded, errNoDirectory},
 	{challenge.ErrNoActiveDevice, newError(http.StatusBadRequest, "no_active_device", "the practitioner has no active device")},
 	{challenge.ErrInvalidGrant, newError(http.StatusBadRequest, "invalid_grant", "unknown auth_req_id, or its result was already delivered")},
 	{challenge.ErrPending, newError(http.StatusBadRequest, "authorization_pending", "the practitioner has not answered yet")},

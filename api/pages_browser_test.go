@@ -414,6 +414,16 @@ func TestBrowserDesk(t *testing.T) {
 	b.waitJS("the idNat error", `!document.getElementById('idnat-error').hidden`)
 	b.do(chromedp.SetValue(chromedp.ID("idnat"), subjectA), chromedp.Click(chromedp.ID("lookup-go")))
 	b.waitJS("the practitioner", `!document.getElementById('practitioner').hidden && document.getElementById('idnat-error').hidden`)
+	// No directory loaded: the page says so and activations work as without one.
+	if st := eval[string](b, `document.getElementById('identity').dataset.state`); st != "no-directory" {
+		t.Fatalf("identity state %q without a directory", st)
+	}
+	if got := b.text("#id-no-directory"); !visible(b, "#id-no-directory") || !strings.Contains(got, "Aucun annuaire RPPS n'est chargé") {
+		t.Fatalf("no-directory note %q", got)
+	}
+	if !visible(b, "#create-activation") || visible(b, "#id-found") || visible(b, "#id-absent") {
+		t.Fatal("without a directory, the desk must offer an activation and show no identity")
+	}
 
 	// Create an activation and enrol a phone from the QR code on the screen.
 	b.do(chromedp.Click(chromedp.ID("create-activation")))
@@ -536,6 +546,138 @@ func TestBrowserDesk(t *testing.T) {
 	b.waitJS("the sign-in page", `!!document.getElementById('signin')`)
 	if s := eval[int](b, `fetch('/api/v1/desk/practitioners/`+subjectA+`/devices').then(r => r.status)`); s != http.StatusUnauthorized {
 		t.Fatalf("after sign-out: %d", s)
+	}
+	b.noProblems()
+}
+
+// deskSignIn signs the browser in to the desk with testOperatorKey.
+func (b *browser) deskSignIn(base string) {
+	b.t.Helper()
+	b.navigate(base + "/desk")
+	b.do(chromedp.SendKeys(chromedp.ID("key"), testOperatorKey), chromedp.Submit(chromedp.ID("signin")))
+	b.waitJS("the desk", `!!document.getElementById('lookup')`)
+}
+
+// deskLookup looks a practitioner up with the keyboard (typing the idNat,
+// then Enter) and waits for the directory's answer on the page: the
+// identity card's state, found, absent or no-directory.
+func (b *browser) deskLookup(idNat, state string) {
+	b.t.Helper()
+	b.do(chromedp.Evaluate[chromedp.Void](`document.getElementById('idnat').value = ''`), chromedp.Focus(chromedp.ID("idnat")),
+		chromedp.KeyEvent(idNat), chromedp.KeyEvent("\r"))
+	b.waitJS("the identity of "+idNat, `!document.getElementById('practitioner').hidden && document.getElementById('subject').textContent === `+
+		jsString(idNat)+` && document.getElementById('identity').dataset.state === `+jsString(state))
+}
+
+// visible reports whether the element sel is rendered (not hidden, nor in
+// a hidden ancestor).
+func visible(b *browser, sel string) bool {
+	b.t.Helper()
+	return eval[bool](b, `(() => { const e = document.querySelector(`+jsString(sel)+`); return !!e && e.checkVisibility(); })()`)
+}
+
+// TestBrowserDeskDirectory: with a directory loaded, a looked-up
+// practitioner's identity (name, profession, category, specialties, places
+// of activity) is shown before the activation is offered, with the sentence
+// asking the operator to check it against the ID document; names with
+// accents and apostrophes show as text; an idNat absent from the directory
+// is said so plainly and no activation is offered.
+func TestBrowserDeskDirectory(t *testing.T) {
+	w := newWebEnv(t, webOptions{directory: testExtract})
+	b := newBrowser(t)
+	b.deskSignIn(w.tls.URL)
+
+	// Dr DUPRÉ-LEFÈVRE: her identity, then the activation.
+	b.deskLookup(subjectA, "found")
+	if got := b.text("#id-name"); got != "Docteur Hélène DUPRÉ-LEFÈVRE" {
+		t.Fatalf("name %q", got)
+	}
+	if got := b.text("#id-idnat"); got != subjectA {
+		t.Fatalf("idNat %q", got)
+	}
+	if p, c := b.text("#id-profession"), b.text("#id-category"); p != "Médecin" || c != "Civil" {
+		t.Fatalf("profession %q, category %q", p, c)
+	}
+	specialties := eval[[]string](b, `[...document.querySelectorAll('#id-specialties li')].map(li => li.textContent)`)
+	if strings.Join(specialties, " | ") != "Médecine Générale (SM) | Cardiologie et maladies vasculaires (SM)" {
+		t.Fatalf("specialties %q", specialties)
+	}
+	places := eval[[]string](b, `[...document.querySelectorAll('#id-activities li')].map(li => li.innerText.replace(/\s+/g, ' ').trim())`)
+	// (as a screen reader reads them: the mode and sector are labelled)
+	want := []string{
+		"CABINET DU DR DUPRÉ-LEFÈVRE 75012 PARIS Département 75 Mode d'exercice : Libéral Secteur d'activité : Cabinet individuel SIRET 12345678900012",
+		"CENTRE HOSPITALIER DE BASTIA 20600 BASTIA Département 2B Mode d'exercice : Salarié Secteur d'activité : Etablissement public de santé SIRET 26200001200017 · FINESS 2B0000015",
+		"CENTRE DE SANTÉ DE SARTÈNE 20100 SARTÈNE Département 2A Mode d'exercice : Bénévole Secteur d'activité : Centre de santé",
+	}
+	if strings.Join(places, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("places of activity:\n%s\nwant:\n%s", strings.Join(places, "\n"), strings.Join(want, "\n"))
+	}
+	if got := b.text("#id-check"); !strings.Contains(got, "pièce d'identité") || !visible(b, "#id-check") {
+		t.Fatalf("no visible sentence asking to check the ID document: %q", got)
+	}
+	if visible(b, "#id-no-directory") || visible(b, "#id-absent") {
+		t.Fatal("a found practitioner is shown as absent, or without a directory")
+	}
+	// The identity comes before the offer of an activation, on the page and
+	// in the keyboard's order: the lookup puts the focus on the identity's
+	// heading, and the next Tab reaches "create an activation".
+	if !eval[bool](b, `!!(document.getElementById('identity').compareDocumentPosition(document.getElementById('create-activation')) & Node.DOCUMENT_POSITION_FOLLOWING)`) {
+		t.Fatal("the activation button comes before the identity")
+	}
+	if got := eval[string](b, `document.activeElement.id`); got != "identity-h" {
+		t.Fatalf("focus after the lookup on %q, want the identity's heading", got)
+	}
+	b.do(chromedp.KeyEvent("\t"))
+	if got := eval[string](b, `document.activeElement.id`); got != "create-activation" {
+		t.Fatalf("Tab from the identity reaches %q, want create-activation", got)
+	}
+	b.do(chromedp.KeyEvent("\r"))
+	b.waitJS("the activation", `document.getElementById('activation').dataset.status === 'pending'`)
+	if !strings.Contains(b.decodeQR("#act-qr"), "ecps://enrol?") {
+		t.Fatal("no activation QR code")
+	}
+
+	// Anaïs N'DIAYE (ADELI, overseas): accents and apostrophes as text.
+	b.deskLookup(subjectC, "found")
+	if got := b.text("#id-name"); got != "Madame Anaïs N'DIAYE" {
+		t.Fatalf("name %q", got)
+	}
+	if got := b.text("#id-activities .site-place"); got != "97400 SAINT-DENISDépartement 974" {
+		t.Fatalf("place %q", got)
+	}
+	if got := b.text("#id-specialties"); got != "non renseigné" {
+		t.Fatalf("specialties %q", got)
+	}
+	if !visible(b, "#create-activation") || visible(b, "#activation") {
+		t.Fatal("the new lookup does not offer a new activation")
+	}
+
+	// An idNat absent from the directory: said plainly, no activation
+	// offered; the devices and audit trail stay (a phone enrolled before the
+	// directory was loaded can still be suspended or revoked).
+	b.deskLookup(subjectB, "absent")
+	if got := b.text("#id-absent"); !strings.Contains(got, subjectB+" est absent de l'annuaire RPPS") || !visible(b, "#id-absent") {
+		t.Fatalf("absent practitioner: %q", got)
+	}
+	if visible(b, "#create-activation") || visible(b, "#id-found") || visible(b, "#id-no-directory") {
+		t.Fatal("an activation is offered for a practitioner absent from the directory")
+	}
+	if !visible(b, "#dev-h") || !visible(b, "#audit-h") {
+		t.Fatal("no devices or audit trail for an absent practitioner")
+	}
+	e := w.desk("POST", "/api/v1/desk/activations", map[string]string{"subject": subjectB})
+	e.wantError(t, http.StatusBadRequest, "unknown_user_id") // what the button would have met
+
+	// Back to a known one, at phone width: everything fits, nothing scrolls sideways.
+	b.do(chromedp.EmulateViewport(390, 844, func(p *emulation.SetDeviceMetricsOverrideParams, _ *emulation.SetTouchEmulationEnabledParams) {
+		p.Mobile = true
+	}))
+	b.deskLookup(subjectA, "found")
+	if !visible(b, "#create-activation") {
+		t.Fatal("no activation offered at phone width")
+	}
+	if wide := eval[int](b, `document.documentElement.scrollWidth`); wide > 390 {
+		t.Fatalf("the desk is %d px wide at phone width (390)", wide)
 	}
 	b.noProblems()
 }

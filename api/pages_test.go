@@ -22,6 +22,7 @@ import (
 
 	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/challenge"
+	"github.com/ecps-sante/ecps/directory"
 	"github.com/ecps-sante/ecps/enrollment"
 	"github.com/ecps-sante/ecps/token"
 )
@@ -50,14 +51,28 @@ type webOptions struct {
 	client Client
 	// operator names the desk operator of testOperatorKey ("" : desk-1).
 	operator string
+	// directory, when set, is an activity file in the published format,
+	// imported into a directory that the service uses as ecpsd does
+	// (activations, logins, the desk's lookups). "": no directory.
+	directory string
 }
 
 func newWebEnv(t testing.TB, wo webOptions) *webEnv {
 	t.Helper()
 	rdb, prefix := redisClient(t)
-	e := newEnvWith(t, rdb, prefix, 0, func(_ *enrollment.Options, o *challenge.Options) {
+	var dir *directory.Store
+	if wo.directory != "" {
+		dir = importDirectory(t, rdb, prefix, wo.directory)
+	}
+	e := newEnvWith(t, rdb, prefix, 0, func(eo *enrollment.Options, o *challenge.Options) {
 		o.QRTokenTTL, o.QRRotation = wo.qrTTL, wo.qrRotation
+		if dir != nil {
+			eo.Directory, o.Identities = dir, dir
+		}
 	})
+	if dir != nil {
+		e.dir = dir
+	}
 	// Follow real time (minus lag).
 	lag := new(atomic.Int64)
 	stop := make(chan struct{})
@@ -109,7 +124,7 @@ func newWebEnv(t testing.TB, wo webOptions) *webEnv {
 	if wo.operator != "" {
 		operator = wo.operator
 	}
-	srv, err := New(Options{
+	opts := Options{
 		Logger:         slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Clients:        []Client{client},
 		Operators:      []Operator{{Name: operator, KeySHA256: sum(testOperatorKey)}, {Name: "desk-2", KeySHA256: sum(testOperatorKeyTwo)}},
@@ -123,7 +138,11 @@ func newWebEnv(t testing.TB, wo webOptions) *webEnv {
 		TrustedProxies: wo.proxies,
 		Redis:          rdb,
 		KeyPrefix:      prefix,
-	})
+	}
+	if dir != nil {
+		opts.Directory = dir
+	}
+	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

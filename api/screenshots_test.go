@@ -20,8 +20,14 @@ import (
 )
 
 // The scenario's practitioner: Dr Camille Rousseau, general practitioner in
-// Paris, RPPS 10101847258 (the service knows her by idNat only).
-const shotSubject = "810101847258"
+// Paris, RPPS 10101847258, in the demo directory that `make run` loads too
+// (deploy/dev: an extract in the published format, with her two places of
+// activity: a group practice, self-employed, and a municipal health centre,
+// salaried).
+const (
+	shotSubject   = "810101847258"
+	shotDirectory = "../deploy/dev/PS_LibreAcces_Personne_activite_demo.txt"
+)
 
 // behind sets the clock d behind real time (0: real time again), so that a
 // scenario can have a past.
@@ -80,7 +86,8 @@ func (b *browser) write(dir, name string, png []byte) {
 //
 // Three weeks ago, right after a CPS-card login at Pro Santé Connect, Dr
 // Rousseau enrolled her iPhone 15, and logged in with it two days ago. Today
-// she comes to the desk with a new Pixel 8: the operator creates an
+// she comes to the desk with a new Pixel 8: the operator looks her up, checks
+// her identity from the directory against her ID card, creates an
 // activation (desk-*.png, the QR code on the screen), she enrols the Pixel 8
 // with it, and as she has lost the iPhone the operator suspends it
 // (desk-devices-desktop.png). Then a QR login from Pro Santé Connect
@@ -99,7 +106,8 @@ func TestScreenshots(t *testing.T) {
 	w := newWebEnv(t, webOptions{
 		client: Client{ID: "psc", Name: "Pro Santé Connect", SecretSHA256: sum(testClientSecret),
 			Scopes: []string{"authentication", "activation"}, RedirectURIs: []string{"https://auth.esante.gouv.fr/cb"}},
-		operator: "desk-paris-1",
+		operator:  "desk-paris-1",
+		directory: shotDirectory,
 	})
 	psc := func(method, path string, body any) response {
 		t.Helper()
@@ -154,6 +162,10 @@ func TestScreenshots(t *testing.T) {
 	b.waitJS("the desk", `!!document.getElementById('lookup')`)
 	b.do(chromedp.SendKeys(chromedp.ID("idnat"), shotSubject), chromedp.Click(chromedp.ID("lookup-go")))
 	b.waitJS("the practitioner", `!document.getElementById('practitioner').hidden && !!document.querySelector('`+row(iphone)+`')`)
+	b.waitJS("her identity", `document.getElementById('identity').dataset.state === 'found'`)
+	if got := b.text("#id-name"); got != "Docteur Camille ROUSSEAU" {
+		t.Fatalf("the scenario's practitioner is %q in the directory", got)
+	}
 	b.do(chromedp.Click(chromedp.ID("create-activation")))
 	b.waitJS("the activation", `document.getElementById('activation').dataset.status === 'pending'`)
 	b.screenshots(dir, "desk", func() { b.waitJS("activation QR", imageLoaded("#act-qr")) })

@@ -9,15 +9,19 @@ import (
 	"context"
 	"log/slog"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/ecps-sante/ecps/api"
 	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/challenge"
+	"github.com/ecps-sante/ecps/directory"
 	"github.com/ecps-sante/ecps/enrollment"
 	"github.com/ecps-sante/ecps/push"
 	"github.com/ecps-sante/ecps/redistest"
@@ -36,6 +40,11 @@ type Options struct {
 	// Challenge, when set, changes the login service's options (e.g. its
 	// per-practitioner limits) before it starts.
 	Challenge func(*challenge.Options)
+	// Directory, when set, is an activity file of the RPPS extract (the
+	// published format) imported into a practitioner directory that the
+	// service uses as ecpsd does: the desk's lookups, unknown_user_id, the
+	// approvals' identity. "": no directory.
+	Directory string
 }
 
 // Start runs the service until the test ends and returns its base URL.
@@ -52,7 +61,14 @@ func Start(t testing.TB, opts Options) string {
 	auditLog := audit.New(rdb, prefix, 400*24*time.Hour)
 	hub := challenge.NewHub(rdb, prefix, logger)
 	go hub.Run(ctx)
-	enrol := enrollment.New(rdb, auditLog, enrollment.Options{KeyPrefix: prefix, PublicURL: publicURL, ProofMaxSkew: 60 * time.Second})
+	eo := enrollment.Options{KeyPrefix: prefix, PublicURL: publicURL, ProofMaxSkew: 60 * time.Second}
+	copts := challenge.Options{KeyPrefix: prefix, PublicURL: publicURL}
+	var dir *directory.Store
+	if opts.Directory != "" {
+		dir = importDirectory(t, rdb, prefix, opts.Directory)
+		eo.Directory, copts.Identities = dir, dir
+	}
+	enrol := enrollment.New(rdb, auditLog, eo)
 	var sender push.Sender = push.NoneSender{}
 	if opts.FCMEndpoint != "" {
 		fcm, err := push.NewFCM(ctx, push.FCMOptions{ProjectID: opts.FCMProject, Endpoint: opts.FCMEndpoint})
@@ -65,7 +81,6 @@ func Start(t testing.TB, opts Options) string {
 		t.Cleanup(func() { cancel(); <-done })
 		sender = q
 	}
-	copts := challenge.Options{KeyPrefix: prefix, PublicURL: publicURL}
 	if opts.Challenge != nil {
 		opts.Challenge(&copts)
 	}
@@ -74,7 +89,7 @@ func Start(t testing.TB, opts Options) string {
 		clients = opts.Clients(publicURL)
 	}
 	reg := prometheus.NewRegistry()
-	srv, err := api.New(api.Options{
+	ao := api.Options{
 		Logger:     logger,
 		Clients:    clients,
 		Operators:  opts.Operators,
@@ -84,7 +99,11 @@ func Start(t testing.TB, opts Options) string {
 		Challenges: challenge.New(rdb, auditLog, sender, enrol, hub, copts),
 		Audit:      auditLog,
 		Ready:      func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-	})
+	}
+	if dir != nil {
+		ao.Directory = dir
+	}
+	srv, err := api.New(ao)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,4 +114,20 @@ func Start(t testing.TB, opts Options) string {
 		t.Fatalf("server URL %s, public URL %s", hs.URL, publicURL)
 	}
 	return hs.URL
+}
+
+// importDirectory imports an activity file into a directory in the test's
+// Redis (readers see it within a millisecond).
+func importDirectory(t testing.TB, rdb redis.UniversalClient, prefix, path string) *directory.Store {
+	t.Helper()
+	dir := directory.NewStore(rdb, directory.Options{KeyPrefix: prefix, PointerTTL: time.Millisecond})
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := dir.Import(context.Background(), directory.Source{Activity: f, ActivityName: filepath.Base(path)}, directory.ImportOptions{}); err != nil {
+		t.Fatalf("import %s: %v", path, err)
+	}
+	return dir
 }

@@ -30,9 +30,11 @@ type demoRun struct {
 	state string // the device's state file
 
 	activationID string
+	directory    bool   // the desk found the practitioner in a loaded directory
 	deviceID     string // once enrolled: revoked at the end
 	authReqID    string // once created: cancelled at the end unless the result was read
 	resultRead   bool
+	retryAfter   string // of the last answer
 }
 
 // demo runs the whole scripted login and prints it on w. It cleans up
@@ -51,10 +53,132 @@ func demo(ctx context.Context, cfg config, w io.Writer) (err error) {
 			err = cerr
 		}
 	}()
+	if err := d.lookUp(ctx); err != nil {
+		return err
+	}
 	if err := d.activateAndEnrol(ctx); err != nil {
 		return err
 	}
 	return d.login(ctx)
+}
+
+// identity is the practitioner's entry in the directory, as the desk's
+// lookup and an approval carry it (absent values are null).
+type identity struct {
+	IDNat       string      `json:"idnat"`
+	Civility    *string     `json:"civility"`
+	FamilyName  *string     `json:"family_name"`
+	GivenName   *string     `json:"given_name"`
+	Profession  codeLabel   `json:"profession"`
+	Category    *codeLabel  `json:"category"`
+	Specialties []codeLabel `json:"specialties"`
+	Activities  []struct {
+		Mode   *codeLabel `json:"mode"`
+		Sector *codeLabel `json:"sector"`
+		Site   struct {
+			Name       *string `json:"name"`
+			PostalCode *string `json:"postal_code"`
+			City       *string `json:"city"`
+			Department *string `json:"department"`
+		} `json:"site"`
+	} `json:"activities"`
+	Version string `json:"directory_version"`
+}
+
+type codeLabel struct {
+	Code  *string `json:"code"`
+	Label *string `json:"label"`
+}
+
+// String is the pair as shown: its label, else its code.
+func (c *codeLabel) String() string {
+	switch {
+	case c == nil:
+		return ""
+	case c.Label != nil && *c.Label != "":
+		return *c.Label
+	case c.Code != nil:
+		return *c.Code
+	}
+	return ""
+}
+
+// join joins the non-null, non-empty values among vs with sep.
+func join(sep string, vs ...*string) string {
+	var out []string
+	for _, v := range vs {
+		if v != nil && *v != "" {
+			out = append(out, *v)
+		}
+	}
+	return strings.Join(out, sep)
+}
+
+// print writes the identity, as the desk shows it, indented.
+func (id *identity) print(w io.Writer) {
+	fmt.Fprintf(w, "     %s, %s", join(" ", id.Civility, id.GivenName, id.FamilyName), id.Profession.String())
+	if c := id.Category.String(); c != "" {
+		fmt.Fprintf(w, " (%s)", c)
+	}
+	fmt.Fprintf(w, "   [directory version %s]\n", id.Version)
+	var sp []string
+	for i := range id.Specialties {
+		sp = append(sp, id.Specialties[i].String())
+	}
+	if len(sp) > 0 {
+		fmt.Fprintf(w, "     specialties   %s\n", strings.Join(sp, ", "))
+	}
+	for i, a := range id.Activities {
+		label := "                  "
+		if i == 0 {
+			label = "     practises at "
+		}
+		place := join(" ", a.Site.PostalCode, a.Site.City)
+		if a.Site.Department != nil {
+			place += " (" + *a.Site.Department + ")"
+		}
+		kind := []string{}
+		for _, c := range []*codeLabel{a.Mode, a.Sector} {
+			if s := c.String(); s != "" {
+				kind = append(kind, s)
+			}
+		}
+		name := "(site without a name)"
+		if a.Site.Name != nil {
+			name = *a.Site.Name
+		}
+		fmt.Fprintf(w, "%s%s, %s: %s\n", label, name, place, strings.Join(kind, "; "))
+	}
+}
+
+// lookUp: the desk reads the practitioner's entry in the directory, which
+// the operator checks against their ID document before activating a phone.
+func (d *demoRun) lookUp(ctx context.Context) error {
+	d.heading("Desk: look practitioner %s up in the directory, to check them against their ID document", d.cfg.Subject)
+	status, body, err := d.send(ctx, desk, http.MethodGet, "/api/v1/desk/practitioners/"+url.PathEscape(d.cfg.Subject), nil)
+	if err != nil {
+		return err
+	}
+	switch {
+	case status == http.StatusOK:
+		var id identity
+		if err := json.Unmarshal(body, &id); err != nil || id.IDNat != d.cfg.Subject {
+			return fmt.Errorf("the desk's lookup answered an entry for %q, want %s (%v)", id.IDNat, d.cfg.Subject, err)
+		}
+		d.directory = true
+		id.print(d.w)
+		return nil
+	case status == http.StatusNotFound && reasonOf(body) == "no_directory":
+		d.printf("   no practitioner directory is loaded: the desk checks the ID document alone, and logins carry no identity\n" +
+			"   (`make run` loads a demo one: deploy/dev/PS_LibreAcces_Personne_activite_demo.txt)\n")
+		return nil
+	}
+	msg := fmt.Sprintf("GET /api/v1/desk/practitioners/%s: HTTP %d: %s", d.cfg.Subject, status, strings.TrimSpace(string(body)))
+	if status == http.StatusNotFound {
+		msg += "\n  practitioner " + d.cfg.Subject + " is absent from the loaded directory, so no phone can be activated for them:" +
+			" choose one that is in it with -subject (e.g. 810001234565 in make run's demo directory)"
+	}
+	return errors.New(msg)
 }
 
 // preflight checks that the service answers and the phone client exists,
@@ -212,8 +336,9 @@ func (d *demoRun) login(ctx context.Context) error {
 	d.printf("   %s → HTTP %d after %s (%d poll%s)\n", "GET "+pollPath, o.status, o.took.Round(time.Millisecond), o.polls, plural(o.polls))
 	d.printf("%s\n", indentJSON(o.body, "   "))
 	var res struct {
-		Status string `json:"status"`
-		Sub    string `json:"sub"`
+		Status   string    `json:"status"`
+		Sub      string    `json:"sub"`
+		Identity *identity `json:"identity"`
 	}
 	if o.status != http.StatusOK || json.Unmarshal(o.body, &res) != nil || res.Status != "approved" {
 		return fmt.Errorf("the login was not approved: %s", o.describe())
@@ -222,6 +347,18 @@ func (d *demoRun) login(ctx context.Context) error {
 		return fmt.Errorf("the login was approved for %q, want %s", res.Sub, d.cfg.Subject)
 	}
 	d.printf("\n== the IdP now logs in practitioner %s: login approved on the phone\n", res.Sub)
+	switch {
+	case res.Identity != nil:
+		if res.Identity.IDNat != res.Sub {
+			return fmt.Errorf("the approval's identity is %q's, want %s", res.Identity.IDNat, res.Sub)
+		}
+		d.printf("   with their identity from the RPPS directory (the result's `identity`):\n")
+		res.Identity.print(d.w)
+	case d.directory:
+		return fmt.Errorf("the approval carries no identity, though the desk found %s in the directory", res.Sub)
+	default:
+		d.printf("   (no `identity` in the result: no practitioner directory is loaded)\n")
+	}
 	return nil
 }
 
@@ -394,18 +531,57 @@ const (
 // and decodes a JSON answer into out. Another status than want is an error
 // that carries the service's error body.
 func (d *demoRun) call(ctx context.Context, who role, method, path string, body any, want int, out any) (int, error) {
+	status, data, err := d.send(ctx, who, method, path, body)
+	if err != nil {
+		return status, err
+	}
+	if status != want {
+		msg := fmt.Sprintf("%s %s: HTTP %d, want %d: %s", method, path, status, want, strings.TrimSpace(string(data)))
+		switch status {
+		case http.StatusUnauthorized:
+			msg += "\n  the running service refuses the demo credentials: were they written by the `make run` now running? Restart it"
+		case http.StatusTooManyRequests:
+			msg += "\n  a limit of the practitioner or client is reached (limits count per time window):"
+			if ra := d.retryAfter; ra != "" {
+				msg += " retry in " + ra + " s"
+			} else {
+				msg += " wait a few minutes"
+			}
+		case http.StatusConflict:
+			if path == "/api/v1/desk/activations" {
+				msg += "\n  the practitioner may have reached the device limit: list their devices with" +
+					" GET /api/v1/desk/practitioners/" + d.cfg.Subject + "/devices and revoke some (DELETE /api/v1/desk/devices/{id})"
+			}
+		case http.StatusBadRequest:
+			if errorCode(data) == "unknown_user_id" && path == "/api/v1/desk/activations" {
+				msg += "\n  the practitioner is absent from the loaded directory: choose one that is in it with -subject"
+			}
+		}
+		return status, errors.New(msg)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return status, fmt.Errorf("%s %s: malformed answer: %v", method, path, err)
+		}
+	}
+	return status, nil
+}
+
+// send sends one request as who, prints it (without secrets) and its
+// status, and returns the status and the body.
+func (d *demoRun) send(ctx context.Context, who role, method, path string, body any) (int, []byte, error) {
 	var rd io.Reader
 	var shown string
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		rd, shown = bytes.NewReader(b), "  "+string(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, d.cfg.URL+path, rd)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -422,40 +598,25 @@ func (d *demoRun) call(ctx context.Context, who role, method, path string, body 
 	d.printf("   %s %s%s   (%s)\n", method, path, shown, authShown)
 	res, err := d.http.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("%s %s: %v", method, path, unwrapURLError(err))
+		return 0, nil, fmt.Errorf("%s %s: %v", method, path, unwrapURLError(err))
 	}
 	defer res.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
 	if err != nil {
-		return res.StatusCode, fmt.Errorf("%s %s: %v", method, path, err)
+		return res.StatusCode, nil, fmt.Errorf("%s %s: %v", method, path, err)
 	}
 	d.printf("   → HTTP %d %s\n", res.StatusCode, http.StatusText(res.StatusCode))
-	if res.StatusCode != want {
-		msg := fmt.Sprintf("%s %s: HTTP %d, want %d: %s", method, path, res.StatusCode, want, strings.TrimSpace(string(data)))
-		switch res.StatusCode {
-		case http.StatusUnauthorized:
-			msg += "\n  the running service refuses the demo credentials: were they written by the `make run` now running? Restart it"
-		case http.StatusTooManyRequests:
-			msg += "\n  a limit of the practitioner or client is reached (limits count per time window):"
-			if ra := res.Header.Get("Retry-After"); ra != "" {
-				msg += " retry in " + ra + " s"
-			} else {
-				msg += " wait a few minutes"
-			}
-		case http.StatusConflict:
-			if path == "/api/v1/desk/activations" {
-				msg += "\n  the practitioner may have reached the device limit: list their devices with" +
-					" GET /api/v1/desk/practitioners/" + d.cfg.Subject + "/devices and revoke some (DELETE /api/v1/desk/devices/{id})"
-			}
-		}
-		return res.StatusCode, errors.New(msg)
+	d.retryAfter = res.Header.Get("Retry-After")
+	return res.StatusCode, data, nil
+}
+
+// reasonOf is the "reason" member of a contract error body ("" if none).
+func reasonOf(body []byte) string {
+	var e struct {
+		Reason string `json:"reason"`
 	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return res.StatusCode, fmt.Errorf("%s %s: malformed answer: %v", method, path, err)
-		}
-	}
-	return res.StatusCode, nil
+	_ = json.Unmarshal(body, &e)
+	return e.Reason
 }
 
 // errorCode is the "error" member of a contract error body ("" if none).

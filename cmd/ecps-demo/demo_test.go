@@ -28,8 +28,9 @@ const (
 
 // startService runs the real service (api.New with enrollment, challenges
 // and audit) on a real Redis, with the dev config's demo client and desk
-// operator; it returns its base URL.
-func startService(t *testing.T) string {
+// operator, and the practitioner directory of extract when not empty; it
+// returns its base URL.
+func startService(t *testing.T, extract string) string {
 	t.Helper()
 	return ecpstest.Start(t, ecpstest.Options{
 		Clients: func(publicURL string) []api.Client {
@@ -37,8 +38,12 @@ func startService(t *testing.T) string {
 				Scopes: []string{"authentication", "activation"}, RedirectURIs: []string{publicURL + "/demo/callback"}}}
 		},
 		Operators: []api.Operator{{Name: "demo-desk", KeySHA256: sha256.Sum256([]byte(testDeskKey))}},
+		Directory: extract,
 	})
 }
+
+// demoExtract is the practitioner directory that `make run` loads.
+const demoExtract = "../../deploy/dev/PS_LibreAcces_Personne_activite_demo.txt"
 
 // buildDevice builds the real ecps-device binary, as `make build` does.
 func buildDevice(t *testing.T) string {
@@ -52,7 +57,7 @@ func buildDevice(t *testing.T) string {
 }
 
 func TestDemoLoginApproved(t *testing.T) {
-	base := startService(t)
+	base := startService(t, "")
 	device := buildDevice(t)
 	stateDir := filepath.Join(t.TempDir(), "var", "demo")
 	cfg := config{URL: base, ClientID: testClientID, ClientSecret: testClientSecret, DeskKey: testDeskKey,
@@ -100,6 +105,11 @@ func TestDemoLoginApproved(t *testing.T) {
 			t.Errorf("output does not match %s:\n%s", want, got)
 		}
 	}
+	// No directory: said at the lookup and after the approval.
+	if !strings.Contains(got, "no practitioner directory is loaded: the desk checks the ID document alone") ||
+		!strings.Contains(got, "(no `identity` in the result: no practitioner directory is loaded)") {
+		t.Errorf("the output does not say that no directory is loaded:\n%s", got)
+	}
 	// The long-poll was started before the approval.
 	if sent, approve := strings.Index(got, "request sent"), strings.Index(got, " approve chl_"); sent < 0 || approve < sent {
 		t.Errorf("the long-poll is not shown started before the approval:\n%s", got)
@@ -123,6 +133,57 @@ func TestDemoLoginApproved(t *testing.T) {
 	out.Reset()
 	if err := demo(ctx, cfg, &out); err != nil {
 		t.Fatalf("second demo: %v\noutput:\n%s", err, out.String())
+	}
+}
+
+// With make run's demo directory: the desk's lookup shows the
+// practitioner's identity, and the approval carries it (printed as the JSON
+// the IdP got, then as the desk shows it).
+func TestDemoLoginWithIdentity(t *testing.T) {
+	base := startService(t, demoExtract)
+	cfg := config{URL: base, ClientID: testClientID, ClientSecret: testClientSecret, DeskKey: testDeskKey,
+		Device: buildDevice(t), StateDir: filepath.Join(t.TempDir(), "var", "demo"), Subject: testSubject, Wait: 10}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	if err := demo(ctx, cfg, &out); err != nil {
+		t.Fatalf("demo: %v\noutput:\n%s", err, out.String())
+	}
+	got := out.String()
+	identity := `     Docteur Hélène DUPRÉ-LEFÈVRE, Médecin (Civil)   [directory version `
+	places := `     specialties   Médecine Générale (SM), Cardiologie et maladies vasculaires (SM)
+     practises at CABINET DU DR DUPRÉ-LEFÈVRE, 75012 PARIS (75): Libéral, indépendant, artisan, commerçant; Cabinet individuel
+                  CENTRE HOSPITALIER DE BASTIA, 20600 BASTIA (2B): Salarié; Etablissement public de santé
+                  CENTRE DE SANTÉ DE SARTÈNE, 20100 SARTÈNE (2A): Bénévole; Centre de santé
+`
+	lookup := strings.Index(got, "Desk: look practitioner "+testSubject+" up in the directory")
+	activate := strings.Index(got, "Desk: activate a phone")
+	approved := strings.Index(got, "== the IdP now logs in practitioner "+testSubject)
+	if lookup < 0 || activate < lookup || approved < activate {
+		t.Fatalf("steps out of order (lookup %d, activation %d, approval %d):\n%s", lookup, activate, approved, got)
+	}
+	for what, part := range map[string]string{"the lookup": got[lookup:activate], "the approval": got[approved:]} {
+		if !strings.Contains(part, identity) || !strings.Contains(part, places) {
+			t.Errorf("%s does not show the identity:\n%s", what, part)
+		}
+	}
+	if !strings.Contains(got[approved:], "with their identity from the RPPS directory (the result's `identity`):") {
+		t.Errorf("the approval's identity is not introduced:\n%s", got[approved:])
+	}
+	// The IdP's JSON, as it got it.
+	body := got[strings.Index(got, "IdP: the long-poll returns the result"):approved]
+	for _, want := range []string{`"identity": {`, `"idnat": "810001234565"`, `"family_name": "DUPRÉ-LEFÈVRE"`, `"department": "2B"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the poll result lacks %s:\n%s", want, body)
+		}
+	}
+
+	// A practitioner absent from the directory: said before anything is created.
+	cfg.Subject = "810100000016"
+	out.Reset()
+	err := demo(ctx, cfg, &out)
+	if err == nil || !strings.Contains(err.Error(), "absent from the loaded directory") || strings.Contains(out.String(), "activate a phone") {
+		t.Fatalf("demo for an absent practitioner: %v\n%s", err, out.String())
 	}
 }
 

@@ -1,11 +1,13 @@
 // Command ecps-demo plays one e-CPS login from end to end against a running
-// service (the one `make run` starts) and prints every step: the desk
-// activates a phone, the reference phone client (bin/ecps-device, run as a
-// separate program, each command printed before its output) enrols, the IdP
-// creates a push login and long-polls for its result, the phone lists its
+// service (the one `make run` starts) and prints every step: the desk looks
+// the practitioner up in the directory (their identity, when one is loaded)
+// and activates a phone, the reference phone client (bin/ecps-device, run as
+// a separate program, each command printed before its output) enrols, the
+// IdP creates a push login and long-polls for its result, the phone lists its
 // challenges and approves with the number the IdP shows, and the IdP's poll
-// returns the approved result. At the end the demo device is revoked and its
-// state file removed, so that demos can be run again and again.
+// returns the approved result, with the practitioner's identity. At the end
+// the demo device is revoked and its state file removed, so that demos can be
+// run again and again.
 //
 //	ecps-demo [-credentials var/dev-credentials.env] [-url URL -client-id ID -client-secret S -desk-key K]
 //

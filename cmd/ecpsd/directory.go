@@ -17,13 +17,15 @@ import (
 	"github.com/ecps-sante/ecps/directory"
 )
 
-const directoryUsage = `usage: ecpsd directory import [-config FILE] [-savoir-faire FILE] [-force] FILE.zip|FILE.txt|-
+const directoryUsage = `usage: ecpsd directory import [-config FILE] [-savoir-faire FILE] [-force] [-if-none] FILE.zip|FILE.txt|-
        ecpsd directory status [-config FILE]
        ecpsd directory clear  [-config FILE]
 
 import   loads the public RPPS extract (the published PS_LibreAcces_<date>.zip, one
          PS_LibreAcces_Personne_activite_<date>.txt, or - for that file on stdin) as a
-         new version, then switches to it; prints progress on stderr, a summary on stdout
+         new version, then switches to it; prints progress on stderr, a summary on stdout;
+         -if-none: only when no directory is loaded (make run's demo directory never
+         replaces one loaded by hand)
 status   prints the current version: its files, time and counts
 clear    removes the directory (back to the behaviour with none loaded)
 
@@ -55,11 +57,12 @@ func directoryCmd(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	fs.Usage = func() { fmt.Fprint(stderr, directoryUsage) }
 	configPath := fs.String("config", "", "the server's YAML configuration file")
 	var sfPath *string
-	var force *bool
+	var force, ifNone *bool
 	switch sub {
 	case "import":
 		sfPath = fs.String("savoir-faire", "", "the savoir-faire .txt to merge (a .zip brings its own)")
 		force = fs.Bool("force", false, "switch even to a version with far fewer practitioners than the current one")
+		ifNone = fs.Bool("if-none", false, "import only when no directory is loaded (otherwise exit 0 without reading FILE)")
 	case "status", "clear":
 	default:
 		fmt.Fprintf(stderr, "ecpsd directory: unknown command %q\n%s", sub, directoryUsage)
@@ -106,6 +109,17 @@ func directoryCmd(ctx context.Context, args []string, stdin io.Reader, stdout, s
 			fmt.Fprintf(stdout, "directory: version %s cleared; no directory loaded\n", v)
 		}
 		return exitOK
+	}
+	if *ifNone {
+		v, err := store.Loaded(ctx)
+		if err != nil {
+			fmt.Fprintln(stderr, "ecpsd directory import:", strings.TrimPrefix(err.Error(), "directory: "))
+			return exitFailed
+		}
+		if v != "" {
+			fmt.Fprintf(stdout, "directory: version %s is loaded; nothing imported (-if-none)\n", v)
+			return exitOK
+		}
 	}
 	minRatio := defaultMinRatio
 	if *force {

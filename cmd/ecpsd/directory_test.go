@@ -215,6 +215,36 @@ func TestDirectoryCommands(t *testing.T) {
 	}
 }
 
+// demoExtract is the directory that `make run` loads (import -if-none).
+const demoExtract = "../../deploy/dev/PS_LibreAcces_Personne_activite_demo.txt"
+
+// TestDirectoryDemo: make run's demo directory imports cleanly when none
+// is loaded and has the walk-through's and the screenshots' practitioners;
+// -if-none never replaces a directory already loaded.
+func TestDirectoryDemo(t *testing.T) {
+	f := newDirFixture(t)
+	code, out, errs := f.run(nil, "import", "-if-none", demoExtract)
+	if code != exitOK {
+		t.Fatalf("import -if-none = %d\n%s\n%s", code, out, errs)
+	}
+	demo := f.current()
+	mustContain(t, "summary", out, "directory: version "+demo+" is current\n", "  entries       7 practitioners\n",
+		"    lines       11, 0 rejected\n")
+	ctx := context.Background()
+	for idNat, name := range map[string]string{idDupre: "DUPRÉ-LEFÈVRE", "810101847258": "ROUSSEAU", "0751234567": "N'DIAYE"} {
+		e, err := f.store().Lookup(ctx, idNat)
+		if err != nil || string(e.FamilyName) != name || len(e.Activities) == 0 {
+			t.Errorf("Lookup(%s) = %+v, %v; want %s with places of activity", idNat, e, err, name)
+		}
+	}
+
+	// Loaded: -if-none reads nothing (not even a file that does not exist).
+	code, out, errs = f.run(nil, "import", "-if-none", filepath.Join(t.TempDir(), "absent.txt"))
+	if code != exitOK || out != "directory: version "+demo+" is loaded; nothing imported (-if-none)\n" || f.current() != demo {
+		t.Fatalf("import -if-none with a directory loaded = %d %q %q", code, out, errs)
+	}
+}
+
 func readSample(t *testing.T, name string) string {
 	b, err := os.ReadFile(name)
 	if err != nil {

@@ -1,8 +1,10 @@
-// The enrolment desk: looks up a practitioner, creates an activation and
-// follows it, lists devices (suspend, resume, revoke) and pages the audit
-// trail, through the desk's JSON routes with the session cookie and the
-// session's CSRF token. Every text from the server (device model, app
-// version, audit details) is set with textContent, never as HTML.
+// The enrolment desk: looks up a practitioner (their identity in the RPPS
+// directory, which the operator checks against their ID document), creates
+// an activation and follows it, lists devices (suspend, resume, revoke) and
+// pages the audit trail, through the desk's JSON routes with the session
+// cookie and the session's CSRF token. Every text from the server (names,
+// sites, device model, app version, audit details) is set with textContent,
+// never as HTML.
 (function () {
   'use strict';
 
@@ -15,6 +17,7 @@
   var $ = function (id) { return document.getElementById(id); };
   var flash = $('flash');
   var subject = '';
+  var lookupSeq = 0; // answers of an older lookup are ignored
   var auditNext = null;
   var activation = null; // {id, deadline, timer, url}
 
@@ -124,11 +127,20 @@
     open(v);
   });
 
+  // open shows a practitioner: their identity in the directory (or why
+  // there is none), their devices and audit trail.
   function open(idnat) {
     say('');
     stopActivation();
     $('activation').hidden = true;
-    api('GET', '/api/v1/desk/practitioners/' + encodeURIComponent(idnat) + '/devices').then(function (r) {
+    var seq = ++lookupSeq;
+    var path = '/api/v1/desk/practitioners/' + encodeURIComponent(idnat);
+    Promise.all([api('GET', path + '/devices'), api('GET', path)]).then(function (rs) {
+      var r = rs[0];
+      var id = rs[1];
+      if (seq !== lookupSeq) {
+        return;
+      }
       if (r.status !== 200) {
         if (r.status === 400) {
           text($('idnat-error'), msgs.BadIdNat);
@@ -138,12 +150,120 @@
         failed(r);
         return;
       }
+      if (id.status !== 200 && id.status !== 404) {
+        failed(id);
+        return;
+      }
       subject = idnat;
       text($('subject'), idnat);
+      showIdentity(idnat, id);
       $('practitioner').hidden = false;
       renderDevices(r.data.devices);
       loadAudit(true);
+      $('identity-h').focus();
     }).catch(networkError);
+  }
+
+  // ---- identity ----
+
+  // showIdentity shows the directory's answer for idnat. An activation is
+  // offered after a 200, or after a 404 saying that no directory is loaded
+  // (reason no_directory: activations work as without a directory); any
+  // other 404 means the idNat is absent from the loaded directory, and an
+  // activation would be refused (unknown_user_id).
+  function showIdentity(idnat, r) {
+    var found = r.status === 200 && !!r.data;
+    var noDirectory = !found && !!r.data && r.data.reason === 'no_directory';
+    var state = found ? 'found' : (noDirectory ? 'no-directory' : 'absent');
+    $('identity').dataset.state = state;
+    $('id-found').hidden = !found;
+    $('id-no-directory').hidden = !noDirectory;
+    $('id-absent').hidden = state !== 'absent';
+    $('act-card').hidden = state === 'absent';
+    text($('id-absent'), state === 'absent' ? fmt('IdAbsent', {idnat: idnat}) : '');
+    if (found) {
+      renderIdentity(r.data);
+    }
+  }
+
+  // label is a {code, label} pair as shown: its label, else its code.
+  function label(cl) {
+    return (cl && (cl.label || cl.code)) || '';
+  }
+
+  function renderIdentity(d) {
+    var name = [d.civility, d.given_name, d.family_name].filter(function (s) { return !!s; }).join(' ');
+    text($('id-name'), name || msgs.IdNoName);
+    text($('id-idnat'), d.idnat);
+    text($('id-source'), fmt('IdSource', {version: d.directory_version || '?'}));
+    text($('id-profession'), label(d.profession) || msgs.IdUnknown);
+    text($('id-category'), label(d.category) || msgs.IdUnknown);
+
+    var specialties = $('id-specialties');
+    specialties.replaceChildren();
+    (d.specialties || []).forEach(function (sp) {
+      specialties.appendChild(el('li', null, label(sp)));
+    });
+    if (!specialties.children.length) {
+      specialties.appendChild(el('li', 'muted', msgs.IdUnknown));
+    }
+
+    var list = $('id-activities');
+    list.replaceChildren();
+    (d.activities || []).forEach(function (a) {
+      list.appendChild(activityItem(a));
+    });
+    $('id-no-activity').hidden = list.children.length > 0;
+    list.hidden = list.children.length === 0;
+  }
+
+  // activityItem is one place of activity: the site's name, postal code,
+  // city and department, the mode (libéral, salarié, bénévole) and sector,
+  // and the site's SIRET and FINESS numbers when known.
+  function activityItem(a) {
+    var site = a.site || {};
+    var li = el('li', 'activity');
+    li.appendChild(el('p', 'site-name', site.name || msgs.IdNoSiteName));
+
+    var place = [site.postal_code, site.city].filter(function (s) { return !!s; }).join(' ');
+    if (place || site.department) {
+      var p = el('p', 'site-place');
+      if (place) {
+        p.appendChild(el('span', 'site-city', place));
+      }
+      if (site.department) {
+        p.appendChild(el('span', 'site-department', msgs.IdDepartment + ' ' + site.department));
+      }
+      li.appendChild(p);
+    }
+
+    if (a.mode || a.sector) {
+      var kind = el('p', 'site-kind');
+      if (a.mode) {
+        kind.appendChild(el('span', 'sr-only', msgs.IdMode + ' '));
+        var mode = el('span', 'badge badge-mode', msgs['Mode_' + a.mode.code] || label(a.mode));
+        mode.dataset.mode = a.mode.code || '';
+        kind.appendChild(mode);
+        kind.appendChild(document.createTextNode(' '));
+      }
+      if (a.sector) {
+        kind.appendChild(el('span', 'sr-only', msgs.IdSector + ' '));
+        kind.appendChild(el('span', 'site-sector', label(a.sector)));
+      }
+      li.appendChild(kind);
+    }
+
+    var ids = [];
+    if (site.siret) {
+      ids.push('SIRET ' + site.siret);
+    }
+    if (site.finess) {
+      ids.push('FINESS ' + site.finess);
+    }
+    if (ids.length) {
+      li.appendChild(el('p', 'site-ids', ids.join(' · ')));
+    }
+    return li;
   }
 
   // ---- activation ----
@@ -153,9 +273,14 @@
       return;
     }
     say('');
-    api('POST', '/api/v1/desk/activations', {subject: subject}).then(function (r) {
+    var forSubject = subject;
+    api('POST', '/api/v1/desk/activations', {subject: forSubject}).then(function (r) {
       if (r.status !== 201) {
         failed(r);
+        if (r.data && r.data.error === 'unknown_user_id' && forSubject === subject) {
+          // A directory was loaded since the lookup, without this idNat.
+          showIdentity(forSubject, {status: 404, data: {reason: 'not_in_directory'}});
+        }
         return;
       }
       showActivation(r.data, r.date);
