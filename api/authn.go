@@ -54,9 +54,6 @@ type approvedResult struct {
 	DeviceID string   `json:"device_id"`
 }
 
-// amrOf maps the phone's user verification to RFC 8176 method values.
-var amrOf = map[string]string{"pin": "pin", "fingerprint": "fpt", "face": "face"}
-
 func (s *Server) pollAuthentication(c *gin.Context) error {
 	client := c.MustGet(ctxClient).(*Client)
 	var wait time.Duration
@@ -72,7 +69,7 @@ func (s *Server) pollAuthentication(c *gin.Context) error {
 		return err
 	}
 	c.JSON(http.StatusOK, approvedResult{Status: "approved", Sub: res.Subject, AuthTime: res.AuthTime.Unix(),
-		AMR: []string{"hwk", "mfa", amrOf[res.UV]}, DeviceID: res.DeviceID})
+		AMR: challenge.AMR(res.UV), DeviceID: res.DeviceID})
 	return nil
 }
 
