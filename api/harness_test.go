@@ -68,6 +68,7 @@ type env struct {
 	chOpts   challenge.Options
 	pushes   *push.Recorder
 	sender   push.Sender // when set, new replicas push through it instead of pushes
+	kc       *kcSetup    // when set, replicas run the Keycloak channel (keycloak_test.go)
 	replicas []*replica
 }
 
@@ -77,6 +78,7 @@ type replica struct {
 	http    *httptest.Server
 	metrics *Metrics
 	reg     *prometheus.Registry
+	kc      *kcReplica
 }
 
 const (
@@ -136,6 +138,13 @@ func (e *env) newReplica() *replica {
 	if e.sender != nil {
 		sender = e.sender
 	}
+	chOpts := e.chOpts
+	var kc *kcReplica
+	if e.kc != nil {
+		kc = e.kc.newReplica(e, log, reg)
+		chOpts.OnKeycloakDecision = kc.callbacks.Decided
+	}
+	challenges := challenge.New(e.rdb, log, sender, enrol, hub, chOpts)
 	srv, err := New(Options{
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Clients: []Client{
@@ -150,7 +159,8 @@ func (e *env) newReplica() *replica {
 		Registry:     reg,
 		Metrics:      metrics,
 		Enrollment:   enrol,
-		Challenges:   challenge.New(e.rdb, log, sender, enrol, hub, e.chOpts),
+		Challenges:   challenges,
+		Keycloak:     kc.channel(challenges),
 		Audit:        log,
 		Ready:        func(ctx context.Context) error { return e.rdb.Ping(ctx).Err() },
 	})
@@ -159,7 +169,7 @@ func (e *env) newReplica() *replica {
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &replica{hub: hub, srv: srv, http: hs, metrics: metrics, reg: reg}
+	return &replica{hub: hub, srv: srv, http: hs, metrics: metrics, reg: reg, kc: kc}
 }
 
 // url of replica 0.
