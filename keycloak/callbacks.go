@@ -135,6 +135,9 @@ func NewCallbacks(rdb redis.UniversalClient, log *audit.Log, opts CallbackOption
 		m: opts.Metrics, wake: make(chan struct{}, 1)}
 }
 
+// Metrics are the queue's metrics, shared with the channel and the verifier.
+func (c *Callbacks) Metrics() *Metrics { return c.m }
+
 // job is one callback.
 type job struct {
 	ID       string
