@@ -1,8 +1,9 @@
 // Package ecpstest runs the real service in-process for tests of programs
 // that talk to it over HTTP (ecps-device, ecps-demo): api.New with
-// enrollment, challenges and audit on a real Redis (redistest), listening on
-// a loopback port whose URL is also the service's public URL, so that the
-// enrol and login URIs it hands out point back at it.
+// enrollment, challenges and audit (and, when asked, the Keycloak channel)
+// on a real Redis (redistest), listening on a loopback port whose URL is
+// also the service's public URL, so that the enrol and login URIs it hands
+// out point back at it.
 package ecpstest
 
 import (
@@ -19,6 +20,7 @@ import (
 	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/challenge"
 	"github.com/ecps-sante/ecps/enrollment"
+	"github.com/ecps-sante/ecps/keycloak"
 	"github.com/ecps-sante/ecps/push"
 	"github.com/ecps-sante/ecps/redistest"
 )
@@ -28,6 +30,9 @@ type Options struct {
 	// Clients returns the IdP clients; it gets the public URL, for redirect URIs.
 	Clients   func(publicURL string) []api.Client
 	Operators []api.Operator
+	// KeycloakRealms, when set, runs the Keycloak CIBA channel for them
+	// (and its callback sender).
+	KeycloakRealms []keycloak.Realm
 }
 
 // Start runs the service until the test ends and returns its base URL.
@@ -51,6 +56,22 @@ func Start(t testing.TB, opts Options) string {
 		clients = opts.Clients(publicURL)
 	}
 	reg := prometheus.NewRegistry()
+	chOpts := challenge.Options{KeyPrefix: prefix, PublicURL: publicURL}
+	var callbacks *keycloak.Callbacks
+	if len(opts.KeycloakRealms) > 0 {
+		callbacks = keycloak.NewCallbacks(rdb, auditLog, keycloak.CallbackOptions{KeyPrefix: prefix, Logger: logger,
+			Metrics: keycloak.NewMetrics(reg), PollEvery: 50 * time.Millisecond})
+		chOpts.OnKeycloakDecision = callbacks.Decided
+		done := make(chan struct{})
+		go func() { defer close(done); callbacks.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	challenges := challenge.New(rdb, auditLog, push.NoneSender{}, enrol, hub, chOpts)
+	var channel *keycloak.Channel
+	if callbacks != nil {
+		channel = keycloak.NewChannel(keycloak.NewVerifier(opts.KeycloakRealms, keycloak.VerifierOptions{Logger: logger}),
+			challenges, callbacks, keycloak.ChannelOptions{Logger: logger})
+	}
 	srv, err := api.New(api.Options{
 		Logger:     logger,
 		Clients:    clients,
@@ -58,7 +79,8 @@ func Start(t testing.TB, opts Options) string {
 		Registry:   reg,
 		Metrics:    api.NewMetrics(reg),
 		Enrollment: enrol,
-		Challenges: challenge.New(rdb, auditLog, push.NoneSender{}, enrol, hub, challenge.Options{KeyPrefix: prefix, PublicURL: publicURL}),
+		Challenges: challenges,
+		Keycloak:   channel,
 		Audit:      auditLog,
 		Ready:      func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 	})

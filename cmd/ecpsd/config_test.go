@@ -680,12 +680,21 @@ func TestDevConfig(t *testing.T) {
 	// The demo's env file, next to the config: the printed secrets in clear, mode 0600.
 	credPath := filepath.Join(filepath.Dir(out), "dev-credentials.env")
 	wantEnv := map[string]string{
-		"ECPS_DEMO_URL":           "http://127.0.0.1:18080",
-		"ECPS_DEMO_CLIENT_ID":     "demo-idp",
-		"ECPS_DEMO_CLIENT_SECRET": secret[1],
-		"ECPS_DEMO_DESK_KEY":      key[1],
+		"ECPS_DEMO_URL":             "http://127.0.0.1:18080",
+		"ECPS_DEMO_CLIENT_ID":       "demo-idp",
+		"ECPS_DEMO_CLIENT_SECRET":   secret[1],
+		"ECPS_DEMO_DESK_KEY":        key[1],
+		"ECPS_DEMO_KEYCLOAK_ISSUER": "http://127.0.0.1:8180/realms/ecps-demo",
+		"ECPS_DEMO_KEYCLOAK_KEYS":   filepath.Join(filepath.Dir(out), "dev-keycloak-keys.json"),
 	}
 	checkDevCredentials(t, credPath, wantEnv)
+	// The demo realm: configured by its issuer, its private keys in a 0600 file.
+	if len(cfg.Realms) != 1 || cfg.Realms[0].Issuer != "http://127.0.0.1:8180/realms/ecps-demo" {
+		t.Errorf("realms %+v", cfg.Realms)
+	}
+	if fi, err := os.Stat(wantEnv["ECPS_DEMO_KEYCLOAK_KEYS"]); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("realm keys file: %v %v", fi, err)
+	}
 	if !strings.Contains(stdout.String(), credPath) {
 		t.Errorf("stdout does not name %s:\n%s", credPath, stdout.String())
 	}
