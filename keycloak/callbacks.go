@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -126,13 +127,18 @@ type Callbacks struct {
 	log   *slog.Logger
 	m     *Metrics
 	wake  chan struct{}
+	// unanswered: job id -> op of a claim whose reply was lost (go-redis's
+	// resends included). The next poll sends that claim again, same op:
+	// if it ran, it answers with the job, which no one else takes meanwhile.
+	// Run's goroutine only.
+	unanswered map[string]string
 }
 
 // NewCallbacks returns the queue; Run sends its callbacks.
 func NewCallbacks(rdb redis.UniversalClient, log *audit.Log, opts CallbackOptions) *Callbacks {
 	opts.defaults()
 	return &Callbacks{rdb: rdb, audit: log, keys: keys{opts.KeyPrefix}, opts: opts, log: opts.Logger,
-		m: opts.Metrics, wake: make(chan struct{}, 1)}
+		m: opts.Metrics, wake: make(chan struct{}, 1), unanswered: map[string]string{}}
 }
 
 // Metrics are the queue's metrics, shared with the channel and the verifier.
@@ -269,44 +275,64 @@ func (c *Callbacks) Run(ctx context.Context) {
 	}
 }
 
-// poll claims the due jobs it has room for and attempts each in a goroutine.
+// poll claims the due jobs it has room for (and sends again the claims
+// whose reply was lost) and attempts each in a goroutine.
 func (c *Callbacks) poll(ctx context.Context, sem chan struct{}, wg *sync.WaitGroup) error {
-	room := cap(sem) - len(sem)
-	if room <= 0 {
+	room := cap(sem) - len(sem) - len(c.unanswered)
+	if room <= 0 && len(c.unanswered) == 0 {
 		return nil
 	}
 	now := c.opts.Now()
-	ids, err := c.rdb.ZRangeByScore(ctx, c.keys.due(), &redis.ZRangeBy{Min: "-inf",
-		Max: strconv.FormatInt(now.UnixMilli(), 10), Count: int64(room)}).Result()
-	if err != nil || len(ids) == 0 {
-		return err
+	var ids []string
+	if room > 0 {
+		var err error
+		ids, err = c.rdb.ZRangeByScore(ctx, c.keys.due(), &redis.ZRangeBy{Min: "-inf",
+			Max: strconv.FormatInt(now.UnixMilli(), 10), Count: int64(room)}).Result()
+		if err != nil {
+			return err
+		}
+	}
+	for id := range c.unanswered {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
 	}
 	p := c.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(ids))
-	ops := make([]string, len(ids))
 	for i, id := range ids {
-		ops[i] = newOp()
+		op, ok := c.unanswered[id]
+		if !ok {
+			op = newOp()
+			c.unanswered[id] = op // until an answer comes
+		}
 		cmds[i] = claimScript.Eval(ctx, p, []string{c.keys.job(id), c.keys.due()},
-			id, now.UnixMilli(), c.opts.Lease.Milliseconds(), c.opts.Consumer, ops[i])
+			id, now.UnixMilli(), c.opts.Lease.Milliseconds(), c.opts.Consumer, op)
 	}
-	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return err
-	}
+	_, _ = p.Exec(ctx) // each command's own error is read below
+	var lost error
 	for i, cmd := range cmds {
 		vals, err := cmd.StringSlice()
-		if err != nil || len(vals) == 0 || vals[0] != "ok" {
+		if err != nil && !errors.Is(err, redis.Nil) {
+			lost = err
+			continue // no answer: claimed again, same op, at the next poll
+		}
+		delete(c.unanswered, ids[i])
+		if len(vals) == 0 || vals[0] != "ok" {
 			continue
 		}
 		j := jobFrom(vals[1:])
 		j.ID = ids[i]
-		sem <- struct{}{}
+		sem <- struct{}{} // room was counted: never blocks long
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			c.attempt(context.WithoutCancel(ctx), &j)
 		}()
 	}
-	return nil
+	return lost
 }
 
 // attempt makes one attempt of a claimed job and records what follows.
