@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/challenge"
@@ -23,6 +25,7 @@ import (
 	"github.com/ecps-sante/ecps/keycloak"
 	"github.com/ecps-sante/ecps/keycloak/keycloaktest"
 	"github.com/ecps-sante/ecps/push"
+	"github.com/ecps-sante/ecps/redistest"
 )
 
 // kcSetup makes every replica of an env run the Keycloak channel.
@@ -78,8 +81,14 @@ const kcClientName = "Portail Pro Santé (Keycloak)"
 // newKeycloakEnv starts a fake realm and n replicas that accept it.
 func newKeycloakEnv(t *testing.T, n int, fake keycloaktest.Options, mutate func(*kcSetup, *keycloak.Realm)) (*env, *keycloaktest.Keycloak) {
 	t.Helper()
-	kc := keycloaktest.New(t, fake)
 	rdb, prefix := redisClient(t)
+	return newKeycloakEnvOn(t, rdb, prefix, n, fake, mutate)
+}
+
+func newKeycloakEnvOn(t *testing.T, rdb redis.UniversalClient, prefix string, n int, fake keycloaktest.Options,
+	mutate func(*kcSetup, *keycloak.Realm)) (*env, *keycloaktest.Keycloak) {
+	t.Helper()
+	kc := keycloaktest.New(t, fake)
 	setup := &kcSetup{cb: keycloak.CallbackOptions{PollEvery: 20 * time.Millisecond, BackoffBase: 50 * time.Millisecond,
 		BackoffMax: 500 * time.Millisecond, FirstDelay: 20 * time.Millisecond}}
 	realm := keycloak.Realm{Issuer: kc.Issuer, ClientNames: map[string]string{"ciba-client": kcClientName}}
@@ -530,4 +539,89 @@ func hs256(t *testing.T, claims map[string]any) string {
 	}
 	tok, _ := obj.CompactSerialize()
 	return tok
+}
+
+// TestKeycloakLostRepliesLoseNothing loses the replies of every step of a
+// Keycloak login (once: go-redis sends the command again; four times: the
+// step fails and is done again by whoever owns it) and checks that exactly
+// one SUCCEED reaches Keycloak and every audit entry is written once.
+func TestKeycloakLostRepliesLoseNothing(t *testing.T) {
+	rdb, proxy := proxiedClient(t)
+	e, kc := newKeycloakEnvOn(t, rdb, redistest.Prefix(), 2, keycloaktest.Options{}, nil)
+	auditOp := func(cmd []string) bool {
+		return redistest.IsScript(cmd) && slices.ContainsFunc(cmd, func(a string) bool { return strings.Contains(a, "auditop:keycloak.callback:") })
+	}
+	steps := []struct {
+		name  string
+		match func([]string) bool
+	}{
+		{"create-login", proxy.ScriptWith("'unknown_user'")},
+		{"record-callback", proxy.ScriptWith("unpack(ARGV, 5)")},
+		{"queue-callback", proxy.ScriptWith("'t0', ARGV[5]")},
+		{"claim", proxy.ScriptWith("'stale', stale")},
+		{"audit-callback", auditOp},
+		{"end-callback", proxy.ScriptWith("'HDEL', KEYS[1], 'tok'")},
+	}
+	for _, step := range steps {
+		for _, times := range []int{1, 4} {
+			t.Run(step.name+"/"+strconv.Itoa(times), func(t *testing.T) {
+				subject := adeliSubject()
+				p := e.newDevice(subject)
+				proxy.Dropped() // forget the earlier subtests'
+				proxy.DropReplies(step.match, 1, times)
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				req, err := kc.Start(ctx, e.replicas[0].http.URL+"/api/v1/keycloak/ciba", keycloaktest.CIBA{LoginHint: subject, BindingMessage: "42"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if times == 4 && step.name != "claim" && step.name != "queue-callback" && step.name != "audit-callback" && step.name != "end-callback" {
+					// The channel request failed: Keycloak forgets it, the login is cancelled.
+					if req.Status != http.StatusServiceUnavailable {
+						t.Fatalf("channel request answered %d, want 503", req.Status)
+					}
+					proxy.Disarm()
+					if step.name == "record-callback" {
+						r := e.call(e.url(), p, "GET", "/api/v1/device/challenges", nil)
+						if !strings.Contains(string(r.Body), `"challenges":[]`) {
+							t.Fatalf("the login of a failed channel request is still pending: %s", r.Body)
+						}
+						checkAuditOnce(t, e, subject, map[string]int{"authentication.created": 1, "authentication.cancelled": 1})
+					}
+					return
+				}
+				if req.Status != http.StatusCreated {
+					t.Fatalf("channel request answered %d", req.Status)
+				}
+				ch := e.pendingChallenge(p)
+				jws := p.decision(t, e.clock.Now(), ch, "approve", "42")
+				r := e.respond(1, p, ch["challenge_id"].(string), jws)
+				if step.name == "queue-callback" && times == 4 {
+					r.wantError(t, http.StatusServiceUnavailable, "unavailable")
+					r = e.respond(0, p, ch["challenge_id"].(string), jws) // the phone sends it again
+				}
+				r.wantStatus(t, http.StatusNoContent)
+				if st, notes := waitState(t, req); st != "approved" || notes["device_id"] != p.deviceID {
+					t.Fatalf("Keycloak's request %s %v", st, notes)
+				}
+				e.waitAudit(subject, keycloak.EventCallbackSent)
+				time.Sleep(300 * time.Millisecond)
+				proxy.Disarm()
+				if dropped := proxy.Dropped(); len(dropped) != times {
+					t.Errorf("%d replies lost, want %d: %v", len(dropped), times, dropped)
+				}
+				n := 0
+				for _, cb := range kc.Callbacks() {
+					if cb.JTI == req.JTI {
+						n++
+					}
+				}
+				if st, _ := req.State(); n != 1 || st != "approved" {
+					t.Fatalf("%d callbacks, request %s", n, st)
+				}
+				checkAuditOnce(t, e, subject, map[string]int{"authentication.created": 1, "authentication.approved": 1,
+					keycloak.EventCallbackSent: 1})
+			})
+		}
+	}
 }

@@ -24,6 +24,13 @@ import (
 // goes through a FaultProxy.
 func proxiedEnv(t *testing.T) (*env, *redistest.FaultProxy) {
 	t.Helper()
+	rdb, proxy := proxiedClient(t)
+	return newEnvOn(t, rdb, redistest.Prefix(), 2), proxy
+}
+
+// proxiedClient is a Redis client set up as ecpsd's, through a FaultProxy.
+func proxiedClient(t *testing.T) (redis.UniversalClient, *redistest.FaultProxy) {
+	t.Helper()
 	target := "127.0.0.1:6379"
 	db := 0
 	if u := os.Getenv("ECPS_TEST_REDIS_URL"); u != "" {
@@ -45,7 +52,7 @@ func proxiedEnv(t *testing.T) (*env, *redistest.FaultProxy) {
 	if err := rdb.ScriptFlush(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
-	return newEnvOn(t, rdb, redistest.Prefix(), 2), proxy
+	return rdb, proxy
 }
 
 // adeliSubject is a fresh valid idNat (ADELI form: 0 and 9 digits).
