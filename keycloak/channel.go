@@ -116,8 +116,14 @@ func (ch *Channel) accept(ctx context.Context, authorization string, body []byte
 		expires = now.Add(challenge.MaxDelegatedLife)
 	}
 	client := challenge.Client{ID: challenge.KeycloakClientPrefix + tok.AZP, Name: realm.clientName(tok.AZP)}
+	// The callback is tried until the token's exp, or the login's end when
+	// that is later (a token accepted within the leeway: Keycloak's clock
+	// may be behind ours).
 	j := &job{URL: realm.callbackURL(), Token: raw, Subject: subject, Issuer: realm.Issuer, AZP: tok.AZP,
 		Expires: tok.ExpiresAt}
+	if expires.After(j.Expires) {
+		j.Expires = expires
+	}
 	created, err := ch.logins.Create(ctx, challenge.CreateRequest{Client: client, LoginHint: subject, BindingMessage: shown,
 		Delegated: &challenge.Delegated{ExpiresAt: expires, Number: number}})
 	log := ch.opts.Logger.With("issuer", realm.Issuer, "azp", tok.AZP, "subject", idnat.Mask(subject))
