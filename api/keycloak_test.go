@@ -499,7 +499,7 @@ func TestKeycloakCallbackSentByAnotherReplica(t *testing.T) {
 // A login that cannot start still answers 201; the callback says
 // UNAUTHORIZED once Keycloak has stored the request.
 func TestKeycloakLoginCannotStart(t *testing.T) {
-	e, kc := newKeycloakEnv(t, 1, keycloaktest.Options{StoreDelay: 150 * time.Millisecond}, nil)
+	e, kc := newKeycloakEnv(t, 1, keycloaktest.Options{StoreDelay: 400 * time.Millisecond}, nil)
 	suspended := e.newDevice(subjectB)
 	e.desk("POST", "/api/v1/desk/devices/"+suspended.deviceID+"/suspend", nil).wantStatus(t, http.StatusOK)
 	for _, tc := range []struct{ subject, reason string }{{subjectA, "unknown_user_id"}, {subjectB, "no_active_device"}} {
