@@ -516,6 +516,25 @@ func TestKeycloakLoginCannotStart(t *testing.T) {
 			t.Fatalf("entry %+v", en)
 		}
 	}
+	// A limit: the practitioner already has pending_per_subject (3) pending logins.
+	e.newPushDevice(subjectC)
+	for range 3 {
+		e.ciba(0, kc, keycloaktest.CIBA{LoginHint: subjectC, BindingMessage: "42"})
+	}
+	req := e.ciba(0, kc, keycloaktest.CIBA{LoginHint: subjectC, BindingMessage: "42"})
+	if st, _ := waitState(t, req); req.Status != http.StatusCreated || st != "denied" {
+		t.Fatalf("over the limit: %d, then %s", req.Status, st)
+	}
+	e.waitAudit(subjectC, keycloak.EventCallbackSent)
+	if en := e.auditEntry(subjectC, keycloak.EventCallbackSent); en.Details["reason"] != "limit:pending_per_subject" {
+		t.Fatalf("entry %+v", en)
+	}
+	if hit := e.auditEntry(subjectC, "limit.hit"); hit.Actor.ID != "keycloak:ciba-client" {
+		t.Fatalf("limit.hit by %+v", hit.Actor)
+	}
+	if e.metricLimit("pending_per_subject") != 1 {
+		t.Fatal("the limit hit is not counted")
+	}
 	// Sent before Keycloak stored the request, the first attempts got 403: retried.
 	cbs := kc.Callbacks()
 	if last := cbs[len(cbs)-1]; last.Answer != 200 || last.Status != "UNAUTHORIZED" {
