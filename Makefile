@@ -1,6 +1,7 @@
 # e-CPS backend: build, run and check.
 #   make run     local dev server on 127.0.0.1:8080 with a local Redis
 #   make demo    a scripted end-to-end login (desk, phone, IdP) against the server of `make run`
+#   make demo-keycloak  the same through Keycloak's CIBA channel: the demo plays a Keycloak realm
 #   make test    the build and all tests (race detector) against a throw-away Redis
 #   make bench   benchmarks against a throw-away Redis
 #   make screenshots  the README's screenshots of the web pages (docs/screenshots)
@@ -37,7 +38,7 @@ REDIS_DIR := $(VAR_DIR)/redis
 # DEV_DIRECTORY= runs without one.
 DEV_DIRECTORY ?= deploy/dev/PS_LibreAcces_Personne_activite_demo.txt
 
-.PHONY: build run demo test bench screenshots fuzz lint clean
+.PHONY: build run demo demo-keycloak test bench screenshots fuzz lint clean
 
 build:
 	@$(DEPS) go
@@ -95,6 +96,18 @@ demo: build
 		exit 1; \
 	fi
 	bin/ecps-demo -credentials var/dev-credentials.env
+
+# The same against Keycloak's CIBA channel: bin/ecps-demo plays the Keycloak
+# realm that `make run` configured (issuer http://127.0.0.1:8180/realms/ecps-demo,
+# throw-away keys in var/dev-keycloak-keys.json): its channel requests to
+# /api/v1/keycloak/ciba, its JWKS and its callback endpoint (docs/keycloak.md).
+demo-keycloak: build
+	@if ! grep -qs '^ECPS_DEMO_KEYCLOAK_KEYS=' var/dev-credentials.env; then \
+		echo "error: no demo Keycloak realm in var/dev-credentials.env: start (or restart) the dev server with" >&2; \
+		echo "       'make run' in another terminal, then run 'make demo-keycloak' again." >&2; \
+		exit 1; \
+	fi
+	bin/ecps-demo -keycloak -credentials var/dev-credentials.env
 
 # The binaries are built too (after the C compiler is in place, as cgo
 # changes every build): -race builds share nothing with them, and on a fresh

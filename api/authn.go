@@ -57,9 +57,6 @@ type approvedResult struct {
 	Identity json.RawMessage `json:"identity,omitempty"`
 }
 
-// amrOf maps the phone's user verification to RFC 8176 method values.
-var amrOf = map[string]string{"pin": "pin", "fingerprint": "fpt", "face": "face"}
-
 func (s *Server) pollAuthentication(c *gin.Context) error {
 	client := c.MustGet(ctxClient).(*Client)
 	var wait time.Duration
@@ -75,7 +72,7 @@ func (s *Server) pollAuthentication(c *gin.Context) error {
 		return err
 	}
 	c.JSON(http.StatusOK, approvedResult{Status: "approved", Sub: res.Subject, AuthTime: res.AuthTime.Unix(),
-		AMR: []string{"hwk", "mfa", amrOf[res.UV]}, DeviceID: res.DeviceID, Identity: res.Identity})
+		AMR: challenge.AMR(res.UV), DeviceID: res.DeviceID, Identity: res.Identity})
 	return nil
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/ecps-sante/ecps/directory"
 	"github.com/ecps-sante/ecps/durable"
 	"github.com/ecps-sante/ecps/enrollment"
+	"github.com/ecps-sante/ecps/keycloak"
 )
 
 // Error is the contract's JSON error body.
@@ -52,6 +53,7 @@ var (
 	errBadClient        = newError(http.StatusUnauthorized, "invalid_client", "client authentication failed")
 	errBadOperator      = newError(http.StatusUnauthorized, "invalid_client", "operator authentication failed")
 	errForbidden        = newError(http.StatusForbidden, "forbidden", "missing scope for this operation")
+	errBadKeycloakToken = newError(http.StatusUnauthorized, "invalid_client", "Keycloak token rejected: not a valid token of a configured realm")
 )
 
 // The desk's practitioner lookup answers 404 in two cases that a desk must
@@ -99,6 +101,10 @@ var errorTable = []struct {
 	{challenge.ErrQRTokenInvalid, newError(http.StatusBadRequest, "invalid_grant", "unknown, used or expired qr_token")},
 	{challenge.ErrLoginNotFound, errNotFound},
 	{challenge.ErrLoginNoQR, newError(http.StatusGone, "gone", "the login was claimed or has ended: no QR code")},
+
+	{keycloak.ErrInvalidToken, errBadKeycloakToken},
+	{keycloak.ErrNumberRequired, newError(http.StatusBadRequest, "invalid_binding_message",
+		"this realm requires binding_message to be the verification number: 2 to 6 digits")},
 }
 
 // toError turns any error into the contract's answer.
@@ -136,7 +142,7 @@ func toError(err error) *Error {
 			return row.resp
 		}
 	}
-	for _, invalid := range []error{enrollment.ErrInvalid, challenge.ErrInvalid} {
+	for _, invalid := range []error{enrollment.ErrInvalid, challenge.ErrInvalid, keycloak.ErrInvalidRequest} {
 		if errors.Is(err, invalid) {
 			// Domain descriptions of shape errors carry no personal data.
 			return invalidRequest(strings.TrimPrefix(err.Error(), invalid.Error()+": "))

@@ -69,6 +69,7 @@ type env struct {
 	pushes   *push.Recorder
 	sender   push.Sender // when set, new replicas push through it instead of pushes
 	dir      Directory   // when set, new replicas' desk route reads it
+	kc       *kcSetup    // when set, replicas run the Keycloak channel (keycloak_test.go)
 	replicas []*replica
 }
 
@@ -78,6 +79,7 @@ type replica struct {
 	http    *httptest.Server
 	metrics *Metrics
 	reg     *prometheus.Registry
+	kc      *kcReplica
 }
 
 const (
@@ -139,6 +141,12 @@ func (e *env) newReplica() *replica {
 	}
 	chOpts := e.chOpts
 	chOpts.OnDecision = metrics.Decided
+	var kc *kcReplica
+	if e.kc != nil {
+		kc = e.kc.newReplica(e, log, reg)
+		chOpts.OnKeycloakDecision = kc.callbacks.Decided
+	}
+	challenges := challenge.New(e.rdb, log, sender, enrol, hub, chOpts)
 	srv, err := New(Options{
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Clients: []Client{
@@ -154,7 +162,8 @@ func (e *env) newReplica() *replica {
 		Registry:     reg,
 		Metrics:      metrics,
 		Enrollment:   enrol,
-		Challenges:   challenge.New(e.rdb, log, sender, enrol, hub, chOpts),
+		Challenges:   challenges,
+		Keycloak:     kc.channel(challenges),
 		Audit:        log,
 		Directory:    e.dir,
 		Ready:        func(ctx context.Context) error { return e.rdb.Ping(ctx).Err() },
@@ -164,7 +173,7 @@ func (e *env) newReplica() *replica {
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &replica{hub: hub, srv: srv, http: hs, metrics: metrics, reg: reg}
+	return &replica{hub: hub, srv: srv, http: hs, metrics: metrics, reg: reg, kc: kc}
 }
 
 // url of replica 0.

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/ecps-sante/ecps/keycloak/keycloaktest"
 )
 
 // jsonRoutes lists the routes whose openapi.yaml operation takes a JSON body.
@@ -34,7 +36,7 @@ func jsonRoutes(t *testing.T) []Route {
 // only the trailing data can be the reason of the 400; the body alone is
 // then sent and must work.
 func TestJSONBodyIsOneObject(t *testing.T) {
-	e := newEnv(t, 1)
+	e, kc := newKeycloakEnv(t, 1, keycloaktest.Options{}, nil)
 	p := e.newDevice(subjectA)
 	clientAuth := basicAuth("idp-act", testActClientSec) // both scopes
 
@@ -73,6 +75,14 @@ func TestJSONBodyIsOneObject(t *testing.T) {
 			return jsonBody(t, map[string]string{"qr_token": tok}), func(b []byte) response {
 				return e.call(e.url(), p, "POST", "/api/v1/device/challenges/claim", b)
 			}
+		},
+		{"POST", "/api/v1/keycloak/ciba"}: func() ([]byte, sender) {
+			c := keycloaktest.CIBA{LoginHint: subjectA, BindingMessage: "42"}
+			tok, err := kc.Sign(kc.Claims(c), "RS256")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return keycloaktest.Body(c), func(b []byte) response { return e.channelRequest(tok, b) }
 		},
 		{"POST", "/api/v1/device/challenges/{challenge_id}/response"}: func() ([]byte, sender) {
 			c := e.createAuth(map[string]any{"login_hint": subjectA})

@@ -21,15 +21,22 @@ import (
 // goes through a FaultProxy.
 func proxiedEnv(t *testing.T) (*env, *redistest.FaultProxy) {
 	t.Helper()
-	// A redis-server of the test's own: its script cache starts empty, so
-	// every script's body goes through the proxy once (EVAL or SCRIPT LOAD
-	// after NOSCRIPT), which it needs to name them (ScriptWith); and no
-	// other package's commands fall in a step.
+	rdb, proxy := proxiedClient(t)
+	return newEnvOn(t, rdb, redistest.Prefix(), 2), proxy
+}
+
+// proxiedClient is a Redis client set up as ecpsd's, through a FaultProxy
+// to a redis-server of the test's own: its script cache starts empty, so
+// every script's body goes through the proxy once (EVAL or SCRIPT LOAD
+// after NOSCRIPT), which it needs to name them (ScriptWith); and no other
+// package's commands fall in a step.
+func proxiedClient(t *testing.T) (redis.UniversalClient, *redistest.FaultProxy) {
+	t.Helper()
 	proxy := redistest.NewFaultProxy(t, redistest.Start(t).Addr())
 	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DialTimeout: 2 * time.Second,
 		ReadTimeout: time.Second, WriteTimeout: time.Second, PoolTimeout: 2 * time.Second, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
-	return newEnvOn(t, rdb, redistest.Prefix(), 2), proxy
+	return rdb, proxy
 }
 
 // adeliSubject is a fresh valid idNat (ADELI form: 0 and 9 digits).

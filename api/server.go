@@ -27,6 +27,7 @@ import (
 	"github.com/ecps-sante/ecps/challenge"
 	"github.com/ecps-sante/ecps/directory"
 	"github.com/ecps-sante/ecps/enrollment"
+	"github.com/ecps-sante/ecps/keycloak"
 	"github.com/ecps-sante/ecps/push"
 	"github.com/ecps-sante/ecps/ratelimit"
 )
@@ -88,6 +89,9 @@ type Options struct {
 	Enrollment   *enrollment.Service
 	Challenges   *challenge.Service
 	Audit        *audit.Log
+	// Keycloak is the Keycloak CIBA channel (nil: no realm configured, and
+	// every channel request answers 401).
+	Keycloak *keycloak.Channel
 	// ClientLimiter limits each IdP client's request rate (nil: no limit).
 	ClientLimiter *ratelimit.Limiter
 	// Ready answers /readyz: nil when Redis answers.
@@ -123,6 +127,7 @@ type Server struct {
 	metrics    *Metrics
 	enrollment *enrollment.Service
 	challenges *challenge.Service
+	keycloak   *keycloak.Channel
 	audit      *audit.Log
 	limiter    *ratelimit.Limiter
 	// limitAudited: client id -> the Unix second of its last audited limit hit.
@@ -148,6 +153,7 @@ func New(opts Options) (*Server, error) {
 		web: newWebUI(opts)}
 	s.pushStatus = opts.PushStatus
 	s.directory = opts.Directory
+	s.keycloak = opts.Keycloak
 	s.budget = opts.RequestBudget
 	if s.budget <= 0 {
 		s.budget = DefaultRequestBudget
@@ -206,6 +212,7 @@ func (s *Server) routes(opts Options) {
 	v1.POST("/authentications", s.clientAuth("authentication"), s.handle(s.createAuthentication))
 	v1.GET("/authentications/:auth_req_id", s.clientAuth("authentication"), s.handle(s.pollAuthentication))
 	v1.DELETE("/authentications/:auth_req_id", s.clientAuth("authentication"), s.handle(s.cancelAuthentication))
+	v1.POST("/keycloak/ciba", s.handle(s.keycloakCIBA)) // the Bearer is the credential (keycloak.go)
 
 	desk := v1.Group("/desk", s.operatorAuth)
 	desk.POST("/activations", s.handle(s.createActivationByDesk))

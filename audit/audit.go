@@ -53,6 +53,11 @@ type Entry struct {
 	Subject string         `json:"subject"`
 	Actor   Actor          `json:"actor"`
 	Details map[string]any `json:"details"`
+	// Op, when set, names the event for Append: appends with the same Op
+	// are written once (within an hour), so that a step run again (after a
+	// replica's takeover, a client's retry) writes nothing twice. Empty: a
+	// fresh id per Append, still safe against go-redis's resends.
+	Op string `json:"-"`
 }
 
 // ErrBadCursor is returned for a paging cursor that is not one of ours.
@@ -128,7 +133,10 @@ func (l *Log) Append(ctx context.Context, e Entry) error {
 	if err != nil {
 		return err
 	}
-	op := newOpID() // the same for go-redis's resends of this append
+	op := e.Op
+	if op == "" {
+		op = newOpID() // the same for go-redis's resends of this append
+	}
 	keys := []string{l.SubjectStream(e.Subject), l.subjectOpKey(e.Subject, op)}
 	ttl := int64(l.retention / time.Second)
 	if e.Subject == "" {

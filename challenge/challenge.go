@@ -72,6 +72,9 @@ type Options struct {
 	// device, once per login (a decision sent again is not told twice):
 	// "approved", "denied", "wrong_number" or "fraud". For the metrics.
 	OnDecision func(outcome string)
+	// OnKeycloakDecision takes the decisions of the logins that Keycloak's
+	// CIBA channel created (keycloak.go); nil: none are created.
+	OnKeycloakDecision DecisionHook
 	// ReadBudget bounds each read of a long-poll, go-redis's resends
 	// included (default 2 s): a slow Redis ends the poll with an error
 	// within it instead of holding the IdP for the whole wait.
@@ -151,6 +154,10 @@ type CreateRequest struct {
 	BindingMessage  *string // nil: none
 	RequestedExpiry *int    // seconds, 30..300; nil: 120
 	RedirectURI     string  // QR page's destination when the login ends
+	// Delegated, when set, gives the verification number and the expiry
+	// of a push login that Keycloak's CIBA channel delegates (keycloak.go);
+	// RequestedExpiry is then ignored.
+	Delegated *Delegated
 }
 
 // Created is the answer to the IdP.
@@ -160,6 +167,7 @@ type Created struct {
 	Interval           int    `json:"interval"`
 	VerificationNumber string `json:"verification_number"`
 	LoginURL           string `json:"login_url,omitempty"`
+	ChallengeID        string `json:"-"`
 }
 
 // Create starts an authentication: a push login with LoginHint, else a QR login.
@@ -199,7 +207,14 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 	now := s.now()
 	expires := now.Add(time.Duration(expiry) * time.Second)
 	tag, authSecret, loginSecret := token.New(12), token.New(16), token.New(16)
-	number := randomDigits(s.opts.NumberDigits)
+	number, digits := randomDigits(s.opts.NumberDigits), s.opts.NumberDigits
+	if req.Delegated != nil {
+		var err error
+		if expires, number, digits, err = req.Delegated.terms(now, subject); err != nil {
+			return Created{}, err
+		}
+		expiry = int((expires.Sub(now) + time.Second - 1) / time.Second)
+	}
 	challengeID := "chl_" + tag
 	kind := "qr"
 	if subject != "" {
@@ -214,7 +229,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 		"client_id", req.Client.ID, "client_name", req.Client.Name,
 		"binding_message", bm, "has_bm", hasBM, "redirect_uri", req.RedirectURI,
 		"created_ms", now.UnixMilli(), "expires_ms", expires.UnixMilli(), "interval", interval,
-		"nonce", token.New(16), "number", number, "number_digits", s.opts.NumberDigits,
+		"nonce", token.New(16), "number", number, "number_digits", digits,
 		"auth_sha", token.SHA256Hex(authSecret), "login_sha", token.SHA256Hex(loginSecret), "audited", "0", "delivered", "0",
 		"identity", string(identity),
 	}
@@ -246,7 +261,8 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 	if err != nil {
 		return Created{}, fmt.Errorf("create authentication: %w", err)
 	}
-	out := Created{AuthReqID: tag + "." + authSecret, ExpiresIn: expiry, Interval: interval, VerificationNumber: number}
+	out := Created{AuthReqID: tag + "." + authSecret, ExpiresIn: expiry, Interval: interval, VerificationNumber: number,
+		ChallengeID: challengeID}
 	if subject == "" {
 		// Audited when claimed: until then it concerns no practitioner.
 		out.LoginURL = strings.TrimRight(s.opts.PublicURL, "/") + "/login/" + tag + "." + loginSecret
@@ -582,13 +598,18 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 	number := ""
 	switch claims.Decision {
 	case DecisionApprove:
-		if claims.Number == nil || !allDigits(*claims.Number) {
+		if claims.Number == nil {
+			if err := s.checkNumberless(ctx, tag, dev.Subject); err != nil { // keycloak.go: number_digits 0
+				return err
+			}
+		} else if !allDigits(*claims.Number) {
 			return fmt.Errorf("%w: approve needs the number the user typed", ErrInvalid)
+		} else {
+			number = *claims.Number
 		}
 		if !userVerifications[claims.UV] {
 			return fmt.Errorf("%w: uv must be pin, fingerprint or face", ErrInvalid)
 		}
-		number = *claims.Number
 	case DecisionDeny, DecisionFraud:
 	default:
 		return fmt.Errorf("%w: decision must be approve, deny or fraud", ErrInvalid)
@@ -647,6 +668,11 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 			outcome = "approved"
 		}
 		s.opts.OnDecision(outcome)
+	}
+	// A Keycloak login's callback is queued before the result is readable.
+	if err := s.keycloakDecided(ctx, clientID, Decided{ChallengeID: challengeID, Subject: dev.Subject,
+		Approved: status == "approved", Reason: reason, DeviceID: dev.ID, UV: claims.UV, Time: now}); err != nil {
+		return err
 	}
 	durable := s.opts.Durable.Replicas() > 0
 	if durable {

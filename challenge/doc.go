@@ -31,6 +31,13 @@
 // and re-reads it again on wake-up and on timeout, so a lost message never
 // loses a result.
 //
+// Keycloak logins (keycloak.go): a push login that Keycloak's CIBA channel
+// delegates (package keycloak) carries the expiry and the verification
+// number it is given, possibly none (number_digits 0: the approval carries
+// no number). Its decision is handed to Options.OnKeycloakDecision after the
+// decision's audit entry and before the result is readable, so that its
+// callback to Keycloak is queued first.
+//
 // Abuse limits, checked atomically with the creation of a push login on the
 // practitioner's hash tag: pending authentications, pushes per window, a
 // block after consecutive denials or a fraud report.

@@ -1,8 +1,9 @@
 // Package ecpstest runs the real service in-process for tests of programs
 // that talk to it over HTTP (ecps-device, ecps-demo): api.New with
-// enrollment, challenges and audit on a real Redis (redistest), listening on
-// a loopback port whose URL is also the service's public URL, so that the
-// enrol and login URIs it hands out point back at it.
+// enrollment, challenges and audit (and, when asked, the Keycloak channel)
+// on a real Redis (redistest), listening on a loopback port whose URL is
+// also the service's public URL, so that the enrol and login URIs it hands
+// out point back at it.
 package ecpstest
 
 import (
@@ -23,6 +24,7 @@ import (
 	"github.com/ecps-sante/ecps/challenge"
 	"github.com/ecps-sante/ecps/directory"
 	"github.com/ecps-sante/ecps/enrollment"
+	"github.com/ecps-sante/ecps/keycloak"
 	"github.com/ecps-sante/ecps/push"
 	"github.com/ecps-sante/ecps/redistest"
 )
@@ -45,6 +47,9 @@ type Options struct {
 	// service uses as ecpsd does: the desk's lookups, unknown_user_id, the
 	// approvals' identity. "": no directory.
 	Directory string
+	// KeycloakRealms, when set, runs the Keycloak CIBA channel for them
+	// (and its callback sender).
+	KeycloakRealms []keycloak.Realm
 }
 
 // Start runs the service until the test ends and returns its base URL.
@@ -89,6 +94,21 @@ func Start(t testing.TB, opts Options) string {
 		clients = opts.Clients(publicURL)
 	}
 	reg := prometheus.NewRegistry()
+	var callbacks *keycloak.Callbacks
+	if len(opts.KeycloakRealms) > 0 {
+		callbacks = keycloak.NewCallbacks(rdb, auditLog, keycloak.CallbackOptions{KeyPrefix: prefix, Logger: logger,
+			Metrics: keycloak.NewMetrics(reg), PollEvery: 50 * time.Millisecond})
+		copts.OnKeycloakDecision = callbacks.Decided
+		done := make(chan struct{})
+		go func() { defer close(done); callbacks.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	challenges := challenge.New(rdb, auditLog, sender, enrol, hub, copts)
+	var channel *keycloak.Channel
+	if callbacks != nil {
+		channel = keycloak.NewChannel(keycloak.NewVerifier(opts.KeycloakRealms, keycloak.VerifierOptions{Logger: logger}),
+			challenges, callbacks, keycloak.ChannelOptions{Logger: logger})
+	}
 	ao := api.Options{
 		Logger:     logger,
 		Clients:    clients,
@@ -96,7 +116,8 @@ func Start(t testing.TB, opts Options) string {
 		Registry:   reg,
 		Metrics:    api.NewMetrics(reg),
 		Enrollment: enrol,
-		Challenges: challenge.New(rdb, auditLog, sender, enrol, hub, copts),
+		Challenges: challenges,
+		Keycloak:   channel,
 		Audit:      auditLog,
 		Ready:      func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 	}

@@ -15,8 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+
 	"github.com/ecps-sante/ecps/api"
 	"github.com/ecps-sante/ecps/ecpstest"
+	"github.com/ecps-sante/ecps/keycloak"
+	"github.com/ecps-sante/ecps/keycloak/keycloaktest"
 )
 
 const (
@@ -319,5 +323,66 @@ func TestShellQuote(t *testing.T) {
 		if got := shellQuote(in); got != want {
 			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+func TestDemoKeycloak(t *testing.T) {
+	// The demo realm: an issuer on a free port, throw-away keys in a file.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer := "http://" + ln.Addr().String() + "/realms/ecps-demo"
+	ln.Close()
+	var keys jose.JSONWebKeySet
+	for _, alg := range []jose.SignatureAlgorithm{jose.RS256, jose.ES256} {
+		k, err := keycloaktest.NewKey(alg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys.Keys = append(keys.Keys, k)
+	}
+	keysFile := filepath.Join(t.TempDir(), "dev-keycloak-keys.json")
+	b, _ := json.Marshal(keys)
+	if err := os.WriteFile(keysFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := ecpstest.Start(t, ecpstest.Options{
+		Operators:      []api.Operator{{Name: "demo-desk", KeySHA256: sha256.Sum256([]byte(testDeskKey))}},
+		KeycloakRealms: []keycloak.Realm{{Issuer: issuer, ClientNames: map[string]string{"ecps-demo-client": "Démo Keycloak (dev)"}}},
+	})
+	device := buildDevice(t)
+	stateDir := filepath.Join(t.TempDir(), "var", "demo")
+	cfg := config{URL: base, ClientID: testClientID, ClientSecret: testClientSecret, DeskKey: testDeskKey,
+		Device: device, StateDir: stateDir, Subject: testSubject, Wait: 10, KeycloakIssuer: issuer, KeycloakKeys: keysFile}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	if err := keycloakDemo(ctx, cfg, &out); err != nil {
+		t.Fatalf("demo: %v\noutput:\n%s", err, out.String())
+	}
+	got := out.String()
+	if testing.Verbose() {
+		t.Log(got)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`POST \S+/api/v1/keycloak/ciba[^\n]*\n(.*\n)*?   → HTTP 201 Created`),
+		regexp.MustCompile(`(?m)^\$ ` + regexp.QuoteMeta(device) + ` -state \S+ approve chl_\S+ --number \d\d\napproved challenge chl_`),
+		regexp.MustCompile(`(?m)^\$ ` + regexp.QuoteMeta(device) + ` -state \S+ approve chl_\S+\napproved challenge chl_`),
+		regexp.MustCompile(`"status": "SUCCEED"`),
+		regexp.MustCompile(`"amr": "hwk mfa pin"`),
+		regexp.MustCompile(`Keycloak's request is now approved`),
+		regexp.MustCompile(`client:          Démo Keycloak \(dev\)`),
+		regexp.MustCompile(`no number to type`),
+	} {
+		if !want.MatchString(got) {
+			t.Errorf("output does not match %s:\n%s", want, got)
+		}
+	}
+	if strings.Count(got, "Keycloak's request is now approved") != 2 {
+		t.Errorf("want two approved logins:\n%s", got)
+	}
+	if entries, err := os.ReadDir(stateDir); err != nil || len(entries) != 0 {
+		t.Errorf("state directory after the demo: %v, %v", entries, err)
 	}
 }

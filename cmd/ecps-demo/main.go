@@ -9,7 +9,14 @@
 // the demo device is revoked and its state file removed, so that demos can be
 // run again and again.
 //
-//	ecps-demo [-credentials var/dev-credentials.env] [-url URL -client-id ID -client-secret S -desk-key K]
+// With -keycloak (make demo-keycloak) the relying party is a Keycloak realm
+// instead of an IdP client: ecps-demo plays the realm that `make run`
+// configured (keycloak/keycloaktest, with the realm's throw-away keys that
+// `ecpsd dev-config` wrote), sends Keycloak's CIBA channel requests and
+// shows the callbacks the service sends back: once with the verification
+// number as binding message, once with a message and no number.
+//
+//	ecps-demo [-keycloak] [-credentials var/dev-credentials.env] [-url URL -client-id ID -client-secret S -desk-key K]
 //
 // The credentials are the dev server's demo ones, which `ecpsd dev-config`
 // (run by `make run`) writes in clear to var/dev-credentials.env: a dev-only
@@ -44,6 +51,8 @@ const (
 	envClientID     = "ECPS_DEMO_CLIENT_ID"
 	envClientSecret = "ECPS_DEMO_CLIENT_SECRET"
 	envDeskKey      = "ECPS_DEMO_DESK_KEY"
+	envKCIssuer     = "ECPS_DEMO_KEYCLOAK_ISSUER"
+	envKCKeys       = "ECPS_DEMO_KEYCLOAK_KEYS"
 )
 
 func main() {
@@ -63,6 +72,10 @@ type config struct {
 	StateDir     string // where the throw-away device state file goes
 	Subject      string // the practitioner's idNat
 	Wait         int    // ?wait= of the IdP's long-poll, seconds
+	// The Keycloak realm that -keycloak plays: its issuer and the file of
+	// its private keys (a JWKS).
+	KeycloakIssuer string
+	KeycloakKeys   string
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -78,6 +91,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stateDir := fs.String("state-dir", "var/demo", "`directory` of the demo device's throw-away state file")
 	subject := fs.String("subject", "810001234565", "the practitioner's `idNat`")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
+	withKeycloak := fs.Bool("keycloak", false, "play a Keycloak realm's CIBA logins instead of an IdP client's (make demo-keycloak)")
+	fs.StringVar(&flagCfg.KeycloakIssuer, "keycloak-issuer", "", "the Keycloak realm's `issuer` (overrides "+envKCIssuer+")")
+	fs.StringVar(&flagCfg.KeycloakKeys, "keycloak-keys", "", "`file` of the realm's private keys (overrides "+envKCKeys+")")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -90,6 +106,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cfg, err := loadConfig(*credentials, flagCfg)
+	if err == nil && *withKeycloak && (cfg.KeycloakIssuer == "" || cfg.KeycloakKeys == "") {
+		err = fmt.Errorf("-keycloak needs the demo realm (%s and %s, written by `make run`, or -keycloak-issuer and -keycloak-keys):"+
+			" restart `make run`, whose dev config now has the realm", envKCIssuer, envKCKeys)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ecps-demo: %v\n", err)
 		return exitUsage
@@ -101,7 +121,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	if err := demo(ctx, cfg, stdout); err != nil {
+	run := demo
+	if *withKeycloak {
+		run = keycloakDemo
+	}
+	if err := run(ctx, cfg, stdout); err != nil {
 		fmt.Fprintf(stderr, "ecps-demo: %v\n", err)
 		return exitError
 	}
@@ -122,7 +146,8 @@ func loadConfig(path string, flags config) (config, error) {
 		case err != nil:
 			return config{}, err
 		default:
-			cfg = config{URL: env[envURL], ClientID: env[envClientID], ClientSecret: env[envClientSecret], DeskKey: env[envDeskKey]}
+			cfg = config{URL: env[envURL], ClientID: env[envClientID], ClientSecret: env[envClientSecret], DeskKey: env[envDeskKey],
+				KeycloakIssuer: env[envKCIssuer], KeycloakKeys: env[envKCKeys]}
 		}
 	}
 	for _, f := range []struct {
@@ -130,6 +155,7 @@ func loadConfig(path string, flags config) (config, error) {
 		v   string
 	}{
 		{&cfg.URL, flags.URL}, {&cfg.ClientID, flags.ClientID}, {&cfg.ClientSecret, flags.ClientSecret}, {&cfg.DeskKey, flags.DeskKey},
+		{&cfg.KeycloakIssuer, flags.KeycloakIssuer}, {&cfg.KeycloakKeys, flags.KeycloakKeys},
 	} {
 		if f.v != "" {
 			*f.dst = f.v

@@ -42,7 +42,7 @@ type challenge struct {
 	CreatedAt      string  `json:"created_at"`
 	ExpiresAt      string  `json:"expires_at"`
 	Nonce          string  `json:"nonce"`
-	NumberDigits   int     `json:"number_digits"`
+	NumberDigits   int     `json:"number_digits"` // 0: no number to type (an approval carries none)
 }
 
 // decisionClaims is the payload of the decision JWS (typ ecps-decision+jwt).
@@ -50,7 +50,7 @@ type decisionClaims struct {
 	ChallengeID string `json:"challenge_id"`
 	Nonce       string `json:"nonce"`
 	Decision    string `json:"decision"`
-	Number      string `json:"number,omitempty"` // approve only
+	Number      string `json:"number,omitempty"` // approve only, when number_digits > 0
 	UV          string `json:"uv"`
 	Iat         int64  `json:"iat"`
 }
@@ -144,7 +144,7 @@ func sendDecision(ctx context.Context, c *client, ch *challenge, decision, numbe
 		UV:          uv,
 		Iat:         c.now().Unix(),
 	}
-	if decision == decisionApprove {
+	if decision == decisionApprove && ch.NumberDigits > 0 {
 		claims.Number = number
 	}
 	tok, err := decisionJWS(c, claims)
@@ -210,10 +210,21 @@ func bindingMessage(ch *challenge) string {
 
 func numberHint(digits int) string {
 	if digits <= 0 {
-		return "type the number shown by the service"
+		return "no number to type: check that the binding message is the one the service shows, then approve or deny"
 	}
 	return fmt.Sprintf("type the %d-digit number shown by the service", digits)
 }
+
+// answerHint tells how to answer a challenge from the command line.
+func answerHint(ch *challenge) string {
+	if ch.NumberDigits <= 0 {
+		return fmt.Sprintf("to answer: ecps-device approve %s (or deny %s, fraud %s)", ch.ChallengeID, ch.ChallengeID, ch.ChallengeID)
+	}
+	return fmt.Sprintf("to answer: ecps-device approve %s --number NN (or deny %s, fraud %s)", ch.ChallengeID, ch.ChallengeID, ch.ChallengeID)
+}
+
+// errNoNumber: a number given for a challenge that has none to type.
+var errNoNumber = errors.New("this challenge has no number to type (number_digits 0): approve it without -number")
 
 // printChallenge shows one challenge for a human; all server text is cleaned.
 func printChallenge(w io.Writer, ch *challenge, now time.Time) {
@@ -328,12 +339,12 @@ func cmdFraud(ctx context.Context, a *app, args []string) int {
 func (a *app) decideCommand(ctx context.Context, decision string, args []string) int {
 	synopsis := "CHALLENGE_ID [-uv pin|fingerprint|face]"
 	if decision == decisionApprove {
-		synopsis = "CHALLENGE_ID -number NN [-uv pin|fingerprint|face]"
+		synopsis = "CHALLENGE_ID [-number NN] [-uv pin|fingerprint|face]"
 	}
 	fs := a.newFlags(decision, synopsis)
 	var number *string
 	if decision == decisionApprove {
-		number = fs.String("number", "", "the `number` shown by the service (digits, leading zeros kept)")
+		number = fs.String("number", "", "the `number` shown by the service (digits, leading zeros kept); none when the challenge's number_digits is 0")
 	}
 	uv := fs.String("uv", "pin", "user verification done on the phone: pin, fingerprint or face")
 	pos, rc := a.parseFlags(fs, args)
@@ -348,11 +359,8 @@ func (a *app) decideCommand(ctx context.Context, decision string, args []string)
 		return a.usageError(fs, "-uv: %v", err)
 	}
 	var num string
-	if number != nil {
+	if number != nil && *number != "" {
 		num = *number
-		if num == "" {
-			return a.usageError(fs, "approve needs -number: the number shown by the service")
-		}
 		if err := checkNumber(num, 0); err != nil {
 			return a.usageError(fs, "-number: %v", err)
 		}
@@ -366,10 +374,17 @@ func (a *app) decideCommand(ctx context.Context, decision string, args []string)
 		return a.fail(err)
 	}
 	if decision == decisionApprove {
-		// A number of the wrong length can only be a typo; the server would
-		// count it as a wrong number and deny the login.
-		if err := checkNumber(num, ch.NumberDigits); err != nil {
-			return a.usageError(fs, "-number: %v (nothing was sent)", err)
+		switch {
+		case ch.NumberDigits <= 0 && num != "":
+			return a.usageError(fs, "-number: %v (nothing was sent)", errNoNumber)
+		case ch.NumberDigits > 0 && num == "":
+			return a.usageError(fs, "approve needs -number: the %d-digit number shown by the service (nothing was sent)", ch.NumberDigits)
+		case ch.NumberDigits > 0:
+			// A number of the wrong length can only be a typo; the server
+			// would count it as a wrong number and deny the login.
+			if err := checkNumber(num, ch.NumberDigits); err != nil {
+				return a.usageError(fs, "-number: %v (nothing was sent)", err)
+			}
 		}
 	}
 	if err := sendDecision(ctx, c, ch, decision, num, *uv); err != nil {
@@ -438,7 +453,7 @@ func cmdClaim(ctx context.Context, a *app, args []string) int {
 		return a.fail(err)
 	}
 	printChallenge(a.stdout, &ch, time.Now())
-	fmt.Fprintf(a.stdout, "to answer: ecps-device approve %s --number NN (or deny %s, fraud %s)\n", ch.ChallengeID, ch.ChallengeID, ch.ChallengeID)
+	fmt.Fprintln(a.stdout, answerHint(&ch))
 	return exitOK
 }
 
@@ -448,7 +463,10 @@ type lineResult struct {
 	ok   bool // false: end of input (or a read error)
 }
 
-const watchPrompt = "number shown by the service (empty to deny, 'f' to report fraud): "
+const (
+	watchPrompt         = "number shown by the service (empty to deny, 'f' to report fraud): "
+	watchPromptNoNumber = "'y' to approve (empty to deny, 'f' to report fraud): "
+)
 
 func cmdWatch(ctx context.Context, a *app, args []string) int {
 	fs := a.newFlags("watch", "[-interval 2s] [-once]")
@@ -528,7 +546,11 @@ func cmdWatch(ctx context.Context, a *app, args []string) int {
 			}
 			first = false
 			printChallenge(a.stdout, ch, time.Now())
-			fmt.Fprint(a.stdout, watchPrompt)
+			if ch.NumberDigits > 0 {
+				fmt.Fprint(a.stdout, watchPrompt)
+			} else {
+				fmt.Fprint(a.stdout, watchPromptNoNumber)
+			}
 			r, alive := readLine()
 			if !alive {
 				fmt.Fprintln(a.stdout)
@@ -573,7 +595,8 @@ func cmdWatch(ctx context.Context, a *app, args []string) int {
 }
 
 // parseWatchAnswer reads the user's answer to a challenge: digits approve
-// with that number, an empty line denies, f reports fraud.
+// with that number (y approves a challenge without a number, number_digits
+// 0), an empty line denies, f reports fraud.
 func parseWatchAnswer(line string, digits int) (decision, number string, err error) {
 	s := strings.TrimSpace(line)
 	switch {
@@ -581,6 +604,10 @@ func parseWatchAnswer(line string, digits int) (decision, number string, err err
 		return decisionDeny, "", nil
 	case strings.EqualFold(s, "f"):
 		return decisionFraud, "", nil
+	case digits <= 0 && strings.EqualFold(s, "y"):
+		return decisionApprove, "", nil
+	case digits <= 0:
+		return "", "", errors.New("this challenge has no number to type: answer y to approve")
 	}
 	if err := checkNumber(s, digits); err != nil {
 		return "", "", err

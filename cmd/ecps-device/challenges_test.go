@@ -197,7 +197,7 @@ func (cs *challengeServer) respond(w http.ResponseWriter, r *http.Request, dev *
 	}
 	okDecision := claims.Decision == "approve" || claims.Decision == "deny" || claims.Decision == "fraud"
 	if claims.ChallengeID != id || claims.Nonce != c.obj.Nonce || !okDecision ||
-		(claims.Decision == "approve") != (claims.Number != nil) ||
+		(claims.Decision == "approve" && c.obj.NumberDigits > 0) != (claims.Number != nil) ||
 		absDiff(time.Now().Unix(), claims.Iat) > 60 || checkUV(claims.UV) != nil {
 		cs.t.Errorf("decision claims %+v for challenge %s", claims, id)
 		writeErr(w, 400, "invalid_grant", "bad decision")
@@ -411,6 +411,51 @@ func TestApproveDenyFraud(t *testing.T) {
 	if code != exitError || errOut != "error: not_found: no such challenge (HTTP 404)\n" || len(cs.snapshot()) != before {
 		t.Fatalf("deny stranger: exit %d, %q", code, errOut)
 	}
+}
+
+// A challenge with number_digits 0 (a Keycloak login whose binding message
+// is not a number) is approved without a number.
+func TestApproveWithoutNumber(t *testing.T) {
+	cs := newChallengeServer(t)
+	cs.add("ch_0", testSubject, "Keycloak", ptr("Connexion-DMP"), 0)
+	cs.add("ch_1", testSubject, "Keycloak", nil, 0)
+	cs.add("ch_2", testSubject, "PSC", nil, 2)
+
+	code, out, _ := cs.run(t, "show", "ch_0")
+	if code != exitOK || !strings.Contains(out, "binding message: Connexion-DMP\n") || !strings.Contains(out, "no number to type") {
+		t.Fatalf("show: exit %d, %q", code, out)
+	}
+	code, _, errOut := cs.run(t, "approve", "ch_0", "--number", "12")
+	if code != exitUsage || !strings.Contains(errOut, "no number to type") || !strings.Contains(errOut, "nothing was sent") {
+		t.Fatalf("approve with a number: exit %d, %q", code, errOut)
+	}
+	code, _, errOut = cs.run(t, "approve", "ch_2")
+	if code != exitUsage || !strings.Contains(errOut, "needs -number: the 2-digit number") {
+		t.Fatalf("approve without a number: exit %d, %q", code, errOut)
+	}
+	if len(cs.snapshot()) != 0 {
+		t.Fatalf("%d decisions sent", len(cs.snapshot()))
+	}
+	code, out, errOut = cs.run(t, "approve", "ch_0", "-uv", "face")
+	if code != exitOK || out != "approved challenge ch_0\n" {
+		t.Fatalf("approve: exit %d, %q %q", code, out, errOut)
+	}
+	// watch: y approves, a number is not an answer.
+	code, out, errOut = cs.runStdin(t, "42\n", "watch", "-once")
+	if code != exitOK || !strings.Contains(out, watchPromptNoNumber) || !strings.Contains(errOut, "answer y to approve") {
+		t.Fatalf("watch with a number: exit %d, %q %q", code, out, errOut)
+	}
+	cs2 := newChallengeServer(t)
+	cs2.add("ch_1", testSubject, "Keycloak", nil, 0)
+	if code, out, errOut = cs2.runStdin(t, "y\n", "watch", "-once"); code != exitOK || !strings.Contains(out, "approved challenge ch_1") {
+		t.Fatalf("watch y: exit %d, %q %q", code, out, errOut)
+	}
+	d := append(cs.snapshot(), cs2.snapshot()...)
+	if len(d) != 2 {
+		t.Fatalf("%d decisions", len(d))
+	}
+	wantDecision(t, d[0], "ch_0", "approve", "", "face")
+	wantDecision(t, d[1], "ch_1", "approve", "", "pin")
 }
 
 func TestDecisionUsage(t *testing.T) {

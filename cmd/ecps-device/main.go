@@ -58,7 +58,7 @@ func commands() []command {
 		{"whoami", "[-json]", "show the enrolled device of the state file (never the key)", cmdWhoami},
 		{"challenges", "[-json]", "list the practitioner's pending login challenges", cmdChallenges},
 		{"show", "CHALLENGE_ID [-json]", "show one login challenge", cmdShow},
-		{"approve", "CHALLENGE_ID -number NN [-uv pin|fingerprint|face]", "approve a login with the number shown by the service", cmdApprove},
+		{"approve", "CHALLENGE_ID [-number NN] [-uv pin|fingerprint|face]", "approve a login with the number shown by the service (none when number_digits is 0)", cmdApprove},
 		{"deny", "CHALLENGE_ID [-uv pin|fingerprint|face]", "deny a login", cmdDeny},
 		{"fraud", "CHALLENGE_ID [-uv pin|fingerprint|face]", "deny a login and report it as fraud (blocks new pushes for a while)", cmdFraud},
 		{"claim", "'ecps://login?t=…&h=…' | - (URI on stdin)", "claim a QR login shown by the service, then approve it", cmdClaim},

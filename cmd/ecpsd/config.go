@@ -14,11 +14,15 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ecps-sante/ecps/challenge"
+	"github.com/ecps-sante/ecps/keycloak"
 )
 
-// fileConfig is the YAML file of the contract (PROTOCOL.md, Operations), plus
-// the keys this service adds: metrics_listen, pprof, trusted_proxies, redis.key_prefix,
-// push.fcm.timeout and push.fcm.concurrency.
+// fileConfig is the YAML file of the contract (PROTOCOL.md, Operations and
+// Keycloak CIBA channel), plus the keys this service adds: metrics_listen,
+// pprof, trusted_proxies, redis.key_prefix, redis.min_replicas_ack,
+// redis.replica_ack_timeout, push.fcm.timeout and push.fcm.concurrency.
 // Durations are strings here; validate turns them into a Config.
 type fileConfig struct {
 	Listen         string         `yaml:"listen"`
@@ -33,6 +37,23 @@ type fileConfig struct {
 	Push           pushConfig     `yaml:"push"`
 	Limits         limitsConfig   `yaml:"limits"`
 	AuditRetention string         `yaml:"audit_retention"`
+	Keycloak       keycloakConfig `yaml:"keycloak,omitempty"`
+}
+
+// keycloakConfig is the Keycloak CIBA channel: the realms allowed to
+// delegate logins (docs/keycloak.md).
+type keycloakConfig struct {
+	Realms []realmConfig `yaml:"realms,omitempty"`
+}
+
+type realmConfig struct {
+	Issuer          string            `yaml:"issuer"`
+	JWKSURL         string            `yaml:"jwks_url"`
+	JWKSFile        string            `yaml:"jwks_file"`
+	CallbackURL     string            `yaml:"callback_url"`
+	LoginHintPrefix string            `yaml:"login_hint_prefix"`
+	RequireNumber   bool              `yaml:"require_number"`
+	ClientNames     map[string]string `yaml:"client_names"`
 }
 
 type redisConfig struct {
@@ -164,6 +185,7 @@ type Config struct {
 	TrustedProxies    []string
 	Clients           []client
 	Operators         []operator
+	Realms            []keycloak.Realm
 }
 
 type client struct {
@@ -378,10 +400,13 @@ func validate(fc fileConfig) (Config, error) {
 	seen := map[string]bool{}
 	for i, c := range fc.Clients {
 		key := fmt.Sprintf("clients[%d]", i)
-		if c.ID == "" {
+		switch {
+		case c.ID == "":
 			bad(key+".id", "required")
-		} else if seen[c.ID] {
+		case seen[c.ID]:
 			bad(key+".id", "duplicate client id %q", c.ID)
+		case strings.HasPrefix(c.ID, challenge.KeycloakClientPrefix):
+			bad(key+".id", "%q: ids starting with %q name the Keycloak realms' CIBA clients", c.ID, challenge.KeycloakClientPrefix)
 		}
 		seen[c.ID] = true
 		if c.Name == "" {
@@ -481,10 +506,40 @@ func validate(fc fileConfig) (Config, error) {
 	if fc.Limits.NumberDigits < 2 || fc.Limits.NumberDigits > 6 {
 		bad("limits.number_digits", "want 2..6, got %d", fc.Limits.NumberDigits)
 	}
+	cfg.Realms = validateRealms(fc.Keycloak, fc.Dev, bad)
 	if len(p) > 0 {
 		return Config{}, p
 	}
 	return cfg, nil
+}
+
+// validateRealms checks keycloak.realms: each realm's URLs, a unique
+// issuer, and a jwks_file that holds a usable signing key.
+func validateRealms(kc keycloakConfig, dev bool, bad func(key, format string, args ...any)) []keycloak.Realm {
+	var out []keycloak.Realm
+	seen := map[string]bool{}
+	for i, rc := range kc.Realms {
+		key := fmt.Sprintf("keycloak.realms[%d]", i)
+		r := keycloak.Realm{Issuer: rc.Issuer, JWKSURL: rc.JWKSURL, JWKSFile: rc.JWKSFile, CallbackURL: rc.CallbackURL,
+			LoginHintPrefix: rc.LoginHintPrefix, RequireNumber: rc.RequireNumber, ClientNames: rc.ClientNames}
+		for _, problem := range r.Check(dev) {
+			field, msg, _ := strings.Cut(problem, ": ")
+			bad(key+"."+field, "%s", msg)
+		}
+		if rc.Issuer != "" && seen[rc.Issuer] {
+			bad(key+".issuer", "duplicate realm %q", rc.Issuer)
+		}
+		seen[rc.Issuer] = true
+		if rc.JWKSFile != "" {
+			if data, err := os.ReadFile(rc.JWKSFile); err != nil {
+				bad(key+".jwks_file", "cannot read %s: %v", rc.JWKSFile, errors.Unwrap(err))
+			} else if _, err := keycloak.ParseJWKS(data); err != nil {
+				bad(key+".jwks_file", "%s: %v", rc.JWKSFile, err)
+			}
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 func validateRedis(r redisConfig, bad func(key, format string, args ...any)) {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ecps-sante/ecps/keycloak"
 )
 
 const (
@@ -205,6 +207,60 @@ desk_operators:`},
 			want: []string{"line "}},
 		{name: "value of the wrong type", edits: []string{"activation_attempts: 5", `activation_attempts: "five"`},
 			want: []string{"limits.activation_attempts", "five"}},
+		{name: "client id of a Keycloak client", edits: []string{`  - id: "psc"`, `  - id: "keycloak:psc"`},
+			want: []string{"clients[0].id", "keycloak:"}},
+		{name: "realm without issuer", edits: []string{`audit_retention: "400d"`, `audit_retention: "400d"
+keycloak:
+  realms:
+    - login_hint_prefix: "psc-"`},
+			want: []string{"keycloak.realms[0].issuer", "required"}},
+		{name: "realm issuer over http", edits: []string{`audit_retention: "400d"`, `audit_retention: "400d"
+keycloak:
+  realms:
+    - issuer: "http://auth.example.fr/realms/x"`},
+			want: []string{"keycloak.realms[0].issuer", "https"}},
+		{name: "realm issuer with a trailing slash", edits: []string{`audit_retention: "400d"`, `audit_retention: "400d"
+keycloak:
+  realms:
+    - issuer: "https://auth.example.fr/realms/x/"`},
+			want: []string{"keycloak.realms[0].issuer", "trailing"}},
+		{name: "realm jwks_url and jwks_file", edits: []string{`audit_retention: "400d"`, `audit_retention: "400d"
+keycloak:
+  realms:
+    - issuer: "https://auth.example.fr/realms/x"
+      jwks_url: "https://auth.example.fr/realms/x/protocol/openid-connect/certs"
+      jwks_file: "testdata/realm-jwks.json"`},
+			want: []string{"keycloak.realms[0].jwks_url, jwks_file", "at most one"}},
+		{name: "realm jwks_file missing", edits: []string{`audit_retention: "400d"`, `audit_retention: "400d"
+keycloak:
+  realms:
+    - issuer: "https://auth.example.fr/realms/x"
+      jwks_file: "testdata/no-such-jwks.json"`},
+			want: []string{"keycloak.realms[0].jwks_file", "no-such-jwks.json"}},
+		{name: "realm jwks_file without keys", edits: []string{`audit_retention: "400d"`, `audit_retention: "400d"
+keycloak:
+  realms:
+    - issuer: "https://auth.example.fr/realms/x"
+      jwks_file: "testdata/contract.yaml"`},
+			want: []string{"keycloak.realms[0].jwks_file", "JWKS"}},
+		{name: "realm callback_url relative", edits: []string{`audit_retention: "400d"`, `audit_retention: "400d"
+keycloak:
+  realms:
+    - issuer: "https://auth.example.fr/realms/x"
+      callback_url: "/cb"`},
+			want: []string{"keycloak.realms[0].callback_url", "/cb"}},
+		{name: "duplicate realm", edits: []string{`audit_retention: "400d"`, `audit_retention: "400d"
+keycloak:
+  realms:
+    - issuer: "https://auth.example.fr/realms/x"
+    - issuer: "https://auth.example.fr/realms/x"`},
+			want: []string{"keycloak.realms[1].issuer", "duplicate"}},
+		{name: "unknown key keycloak.realms[0].jwks", edits: []string{`audit_retention: "400d"`, `audit_retention: "400d"
+keycloak:
+  realms:
+    - issuer: "https://auth.example.fr/realms/x"
+      jwks: "x"`},
+			want: []string{"keycloak.realms[0].jwks"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -276,6 +332,34 @@ func TestConfigAcceptedVariants(t *testing.T) {
 			check: func(t *testing.T, cfg Config) {
 				if cfg.File.Redis.Sentinel.Master != "ecps" {
 					t.Errorf("sentinel %+v", cfg.File.Redis.Sentinel)
+				}
+			}},
+		{name: "keycloak realms", edits: []string{`audit_retention: "400d"`, `audit_retention: "400d"
+keycloak:
+  realms:
+    - issuer: "https://auth.example.fr/realms/esante"
+      jwks_file: "testdata/realm-jwks.json"
+      callback_url: "https://kc.internal:8443/realms/esante/protocol/openid-connect/ext/ciba/auth/callback"
+      login_hint_prefix: "psc-"
+      require_number: true
+      client_names: {"dmp-web": "DMP (web)"}
+    - issuer: "https://auth.example.fr/realms/other"`},
+			check: func(t *testing.T, cfg Config) {
+				want := []keycloak.Realm{{Issuer: "https://auth.example.fr/realms/esante", JWKSFile: "testdata/realm-jwks.json",
+					CallbackURL:     "https://kc.internal:8443/realms/esante/protocol/openid-connect/ext/ciba/auth/callback",
+					LoginHintPrefix: "psc-", RequireNumber: true, ClientNames: map[string]string{"dmp-web": "DMP (web)"}},
+					{Issuer: "https://auth.example.fr/realms/other"}}
+				if !reflect.DeepEqual(cfg.Realms, want) {
+					t.Errorf("realms %+v", cfg.Realms)
+				}
+			}},
+		{name: "keycloak realm over http with dev", edits: []string{"dev: false", "dev: true", `audit_retention: "400d"`, `audit_retention: "400d"
+keycloak:
+  realms:
+    - issuer: "http://127.0.0.1:8180/realms/ecps-demo"`},
+			check: func(t *testing.T, cfg Config) {
+				if len(cfg.Realms) != 1 {
+					t.Errorf("realms %+v", cfg.Realms)
 				}
 			}},
 	}
@@ -371,6 +455,10 @@ func TestConfigContractYAMLAndDefaults(t *testing.T) {
 		}
 		if cfg.File.Listen != ":8080" || cfg.File.Redis.URL != "redis://127.0.0.1:6379/0" {
 			t.Errorf("listen %q redis %q", cfg.File.Listen, cfg.File.Redis.URL)
+		}
+		if len(cfg.Realms) != 1 || cfg.Realms[0].Issuer != "https://auth.example.fr/realms/esante-wallet" ||
+			cfg.Realms[0].JWKSURL != "" || cfg.Realms[0].RequireNumber {
+			t.Errorf("realms = %+v", cfg.Realms)
 		}
 		checkContractDefaults(t, cfg)
 	})
@@ -501,6 +589,7 @@ func TestConfigBadEnvOverrides(t *testing.T) {
 		{map[string]string{"ECPS_CLIENTS": "x"}, []string{"ECPS_CLIENTS"}},
 		{map[string]string{"ECPS_DESK_OPERATORS": "x"}, []string{"ECPS_DESK_OPERATORS"}},
 		{map[string]string{"ECPS_REDIS_ADDRS": "10.0.0.1:6379"}, []string{"ECPS_REDIS_ADDRS"}},
+		{map[string]string{"ECPS_KEYCLOAK_REALMS": "x"}, []string{"ECPS_KEYCLOAK_REALMS", "in the file"}},
 	}
 	for _, tc := range cases {
 		var name string
@@ -623,12 +712,21 @@ func TestDevConfig(t *testing.T) {
 	// The demo's env file, next to the config: the printed secrets in clear, mode 0600.
 	credPath := filepath.Join(filepath.Dir(out), "dev-credentials.env")
 	wantEnv := map[string]string{
-		"ECPS_DEMO_URL":           "http://127.0.0.1:18080",
-		"ECPS_DEMO_CLIENT_ID":     "demo-idp",
-		"ECPS_DEMO_CLIENT_SECRET": secret[1],
-		"ECPS_DEMO_DESK_KEY":      key[1],
+		"ECPS_DEMO_URL":             "http://127.0.0.1:18080",
+		"ECPS_DEMO_CLIENT_ID":       "demo-idp",
+		"ECPS_DEMO_CLIENT_SECRET":   secret[1],
+		"ECPS_DEMO_DESK_KEY":        key[1],
+		"ECPS_DEMO_KEYCLOAK_ISSUER": "http://127.0.0.1:8180/realms/ecps-demo",
+		"ECPS_DEMO_KEYCLOAK_KEYS":   filepath.Join(filepath.Dir(out), "dev-keycloak-keys.json"),
 	}
 	checkDevCredentials(t, credPath, wantEnv)
+	// The demo realm: configured by its issuer, its private keys in a 0600 file.
+	if len(cfg.Realms) != 1 || cfg.Realms[0].Issuer != "http://127.0.0.1:8180/realms/ecps-demo" {
+		t.Errorf("realms %+v", cfg.Realms)
+	}
+	if fi, err := os.Stat(wantEnv["ECPS_DEMO_KEYCLOAK_KEYS"]); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("realm keys file: %v %v", fi, err)
+	}
 	if !strings.Contains(stdout.String(), credPath) {
 		t.Errorf("stdout does not name %s:\n%s", credPath, stdout.String())
 	}

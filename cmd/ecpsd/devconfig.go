@@ -1,22 +1,38 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 
+	"github.com/go-jose/go-jose/v4"
 	"go.yaml.in/yaml/v3"
 )
 
 // devCredentialsFile is written next to the dev configuration: the demo
 // credentials in clear, for `make demo` (cmd/ecps-demo). Development only.
 const devCredentialsFile = "dev-credentials.env"
+
+// devKeycloakKeysFile is written next to the dev configuration: the
+// throw-away private keys of the demo Keycloak realm, for `make
+// demo-keycloak`, which plays that realm. Development only.
+const devKeycloakKeysFile = "dev-keycloak-keys.json"
+
+// Names of the demo Keycloak realm and CIBA client.
+const (
+	devKeycloakRealm  = "ecps-demo"
+	devKeycloakClient = "ecps-demo-client"
+)
 
 // devConfig writes a development configuration with fresh demo credentials
 // and prints them once. The configuration stores them only hashed; for the
@@ -30,8 +46,9 @@ func devConfig(args []string, stdout, stderr io.Writer, env func(string) string)
 	listen := fs.String("listen", "127.0.0.1:8080", "listen address")
 	redisURL := fs.String("redis-url", "redis://127.0.0.1:6379/0", "Redis URL")
 	publicURL := fs.String("public-url", "", "public base URL (default http://<listen>)")
+	kcListen := fs.String("keycloak-listen", "127.0.0.1:8180", "address of the demo Keycloak realm that `make demo-keycloak` plays (empty: none)")
 	if err := fs.Parse(args); err != nil || *out == "" {
-		fmt.Fprintln(stderr, "usage: ecpsd dev-config -out FILE [-listen ADDR] [-redis-url URL] [-public-url URL]")
+		fmt.Fprintln(stderr, "usage: ecpsd dev-config -out FILE [-listen ADDR] [-redis-url URL] [-public-url URL] [-keycloak-listen ADDR]")
 		return exitConfig
 	}
 	if *publicURL == "" {
@@ -47,6 +64,13 @@ func devConfig(args []string, stdout, stderr io.Writer, env func(string) string)
 	fc.Clients = []clientConfig{{ID: "demo-idp", Name: "Démo IdP (dev)", SecretSHA256: hashList{sha256Hex(clientSecret)},
 		Scopes: []string{"authentication", "activation"}, RedirectURIs: []string{*publicURL + "/demo/callback"}}}
 	fc.DeskOperators = []opConfig{{Name: "demo-desk", KeySHA256: hashList{sha256Hex(deskKey)}}}
+	var kcIssuer, kcKeys string
+	if *kcListen != "" {
+		kcIssuer = "http://" + *kcListen + "/realms/" + devKeycloakRealm
+		kcKeys = filepath.Join(filepath.Dir(*out), devKeycloakKeysFile)
+		fc.Keycloak.Realms = []realmConfig{{Issuer: kcIssuer,
+			ClientNames: map[string]string{devKeycloakClient: "Démo Keycloak (dev)"}}}
+	}
 	if _, err := validate(fc); err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitConfig
@@ -65,8 +89,18 @@ func devConfig(args []string, stdout, stderr io.Writer, env func(string) string)
 		fmt.Fprintln(stderr, "dev-config:", err)
 		return exitFailed
 	}
+	if kcKeys != "" {
+		keys, err := devRealmKeys()
+		if err == nil {
+			err = writePrivateFile(kcKeys, keys)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "dev-config: demo Keycloak realm keys:", err)
+			return exitFailed
+		}
+	}
 	credPath := filepath.Join(filepath.Dir(*out), devCredentialsFile)
-	if err := writePrivateFile(credPath, devCredentials(*out, *publicURL, fc.Clients[0].ID, clientSecret, deskKey)); err != nil {
+	if err := writePrivateFile(credPath, devCredentials(*out, *publicURL, fc.Clients[0].ID, clientSecret, deskKey, kcIssuer, kcKeys)); err != nil {
 		fmt.Fprintln(stderr, "dev-config:", err)
 		return exitFailed
 	}
@@ -84,8 +118,8 @@ func devConfig(args []string, stdout, stderr io.Writer, env func(string) string)
 // devCredentials is the content of dev-credentials.env: KEY=VALUE lines
 // (values need no quoting: a URL and base64url secrets), also readable by
 // a shell's `.`.
-func devCredentials(configPath, publicURL, clientID, clientSecret, deskKey string) []byte {
-	return fmt.Appendf(nil, `# Development only: the demo credentials of the dev server configured by
+func devCredentials(configPath, publicURL, clientID, clientSecret, deskKey, kcIssuer, kcKeys string) []byte {
+	b := fmt.Appendf(nil, `# Development only: the demo credentials of the dev server configured by
 # %s, in clear (that file holds only their hashes). Written by
 # `+"`ecpsd dev-config`"+` on every `+"`make run`"+`; read by `+"`make demo`"+` (cmd/ecps-demo).
 # Never copy these lines into a production setup.
@@ -94,6 +128,31 @@ ECPS_DEMO_CLIENT_ID=%s
 ECPS_DEMO_CLIENT_SECRET=%s
 ECPS_DEMO_DESK_KEY=%s
 `, configPath, publicURL, clientID, clientSecret, deskKey)
+	if kcIssuer != "" {
+		b = fmt.Appendf(b, `# The demo Keycloak realm that `+"`make demo-keycloak`"+` plays, and its throw-away private keys.
+ECPS_DEMO_KEYCLOAK_ISSUER=%s
+ECPS_DEMO_KEYCLOAK_KEYS=%s
+`, kcIssuer, kcKeys)
+	}
+	return b
+}
+
+// devRealmKeys makes the demo realm's throw-away signing keys, RS256 (what
+// Keycloak uses by default) and ES256, as a JWKS with the private parts.
+func devRealmKeys() ([]byte, error) {
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{
+		{Key: rsaKey, KeyID: "demo-rs256-" + randomSecret()[:8], Algorithm: string(jose.RS256), Use: "sig"},
+		{Key: ecKey, KeyID: "demo-es256-" + randomSecret()[:8], Algorithm: string(jose.ES256), Use: "sig"},
+	}}
+	return json.MarshalIndent(set, "", "  ")
 }
 
 func randomSecret() string {

@@ -10,6 +10,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -40,6 +41,7 @@ import (
 	"github.com/ecps-sante/ecps/directory"
 	"github.com/ecps-sante/ecps/durable"
 	"github.com/ecps-sante/ecps/enrollment"
+	"github.com/ecps-sante/ecps/keycloak"
 	"github.com/ecps-sante/ecps/push"
 	"github.com/ecps-sante/ecps/ratelimit"
 )
@@ -183,7 +185,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		workers.Add(1)
 		go func() { defer workers.Done(); q.Run(bg) }()
 	}
-	challenges := challenge.New(rdb, auditLog, sender, enrol, hub, challenge.Options{
+	var callbacks *keycloak.Callbacks
+	if len(cfg.Realms) > 0 {
+		callbacks = keycloak.NewCallbacks(rdb, auditLog, keycloak.CallbackOptions{KeyPrefix: cfg.File.Redis.KeyPrefix,
+			Logger: log, Metrics: keycloak.NewMetrics(reg)})
+		workers.Add(1)
+		go func() { defer workers.Done(); callbacks.Run(bg) }()
+	}
+	chOpts := challenge.Options{
 		Identities:         dir,
 		Durable:            acked,
 		KeyPrefix:          cfg.File.Redis.KeyPrefix,
@@ -198,7 +207,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		DenialsBeforeBlock: cfg.File.Limits.DenialsBeforeBlock,
 		BlockDuration:      cfg.BlockDuration,
 		OnDecision:         metrics.Decided,
-	})
+	}
+	if callbacks != nil {
+		chOpts.OnKeycloakDecision = callbacks.Decided
+	}
+	challenges := challenge.New(rdb, auditLog, sender, enrol, hub, chOpts)
 	opts := api.Options{
 		Logger:         log,
 		TrustedProxies: cfg.TrustedProxies,
@@ -218,6 +231,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		// Failed desk sign-ins per client address and window.
 		DeskSignInFailures: cfg.File.Limits.DeskSignInFailures,
 		DeskSignInWindow:   cfg.DeskSignInWindow,
+	}
+	if callbacks != nil {
+		opts.Keycloak = newKeycloakChannel(cfg, challenges, callbacks, log)
 	}
 	for _, c := range cfg.Clients {
 		opts.Clients = append(opts.Clients, api.Client{ID: c.ID, Name: c.Name, SecretSHA256: c.SecretSHA256[0], MoreSecretSHA256: c.SecretSHA256[1:],
@@ -281,6 +297,18 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	}
 	log.Info("stopped")
 	return errors.Join(errs...)
+}
+
+// newKeycloakChannel builds the Keycloak CIBA channel of the configured
+// realms; callbacks (run by the caller) sends their callbacks.
+func newKeycloakChannel(cfg Config, challenges *challenge.Service, callbacks *keycloak.Callbacks, log *slog.Logger) *keycloak.Channel {
+	m := callbacks.Metrics()
+	for _, r := range cfg.Realms {
+		log.Info("keycloak: realm", "issuer", r.Issuer, "jwks", cmp.Or(r.JWKSFile, r.JWKSURL, r.Issuer+keycloak.CertsPath),
+			"callback", cmp.Or(r.CallbackURL, r.Issuer+keycloak.CallbackPath), "require_number", r.RequireNumber)
+	}
+	verifier := keycloak.NewVerifier(cfg.Realms, keycloak.VerifierOptions{Logger: log, Metrics: m})
+	return keycloak.NewChannel(verifier, challenges, callbacks, keycloak.ChannelOptions{Logger: log, Metrics: m})
 }
 
 // newPushSender builds the configured push sender. For fcm it is the
