@@ -15,6 +15,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ecps-sante/ecps/challenge"
+	"github.com/ecps-sante/ecps/enrollment"
 	"github.com/ecps-sante/ecps/redistest"
 )
 
@@ -22,6 +24,12 @@ import (
 // its own: 1 s read timeout, 3 resends, context deadlines on the socket)
 // goes through a FaultProxy.
 func proxiedEnv(t *testing.T) (*env, *redistest.FaultProxy) {
+	t.Helper()
+	return proxiedEnvWith(t, nil)
+}
+
+// proxiedEnvWith is proxiedEnv with both services' options set by mutate.
+func proxiedEnvWith(t *testing.T, mutate func(*enrollment.Options, *challenge.Options)) (*env, *redistest.FaultProxy) {
 	t.Helper()
 	target := "127.0.0.1:6379"
 	db := 0
@@ -44,7 +52,7 @@ func proxiedEnv(t *testing.T) (*env, *redistest.FaultProxy) {
 	if err := rdb.ScriptFlush(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
-	return newEnvOn(t, rdb, redistest.Prefix(), 2), proxy
+	return newEnvWith(t, rdb, redistest.Prefix(), 2, mutate), proxy
 }
 
 // adeliSubject is a fresh valid idNat (ADELI form: 0 and 9 digits).
