@@ -73,6 +73,7 @@ type env struct {
 }
 
 type replica struct {
+	stop    context.CancelFunc // ends its hub, as a killed process's
 	hub     *challenge.Hub
 	srv     *Server
 	http    *httptest.Server
@@ -160,7 +161,7 @@ func (e *env) newReplica() *replica {
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &replica{hub: hub, srv: srv, http: hs, metrics: metrics, reg: reg}
+	return &replica{stop: cancel, hub: hub, srv: srv, http: hs, metrics: metrics, reg: reg}
 }
 
 // url of replica 0.

@@ -156,10 +156,10 @@ var slowDownRE = regexp.MustCompile(`wait (\d+) s`)
 // result, then polls once more (which must be invalid_grant). The IdP does
 // not create again after a failed create: that login failed. Every step
 // stops trying at deadline.
-func (lc *loadClient) login(p *phone, first int, deadline time.Time) loginRun {
+func (lc *loadClient) login(p *phone, first int, deadline time.Time) (run loginRun) {
 	n := len(lc.e.replicas)
 	rep := func(i int) int { return (first + i) % n }
-	run := loginRun{subject: p.subject, start: time.Now()}
+	run = loginRun{subject: p.subject, start: time.Now()}
 	defer func() { run.end = time.Now() }()
 	add := func(a answer) answer { run.answers = append(run.answers, a); return a }
 	retry := func(a answer) bool {
@@ -414,6 +414,10 @@ func (lc *loadClient) loadStream(phones []*phone, stop <-chan struct{}, loginDea
 				mu.Lock()
 				runs = append(runs, r)
 				mu.Unlock()
+				if r.failed != "" {
+					// The user tries again a little later, not in a loop.
+					time.Sleep(500 * time.Millisecond)
+				}
 			}
 		}()
 	}

@@ -318,9 +318,27 @@ func (s *Service) Poll(ctx context.Context, clientID, authReqID string, wait tim
 		ctx, cancel := context.WithTimeout(ctx, s.opts.ReadBudget)
 		defer cancel()
 		// op names this read: resent after a lost reply, it is the same read.
-		vals, err := pollScript.Run(ctx, s.rdb, []string{s.keys.auth(tag)}, token.SHA256Hex(secret), clientID,
-			s.now().UnixMilli(), checkArg, start.UnixMilli(), token.New(12)).StringSlice()
+		op := token.New(12)
+		var vals []string
+		// A read that delivers an approval marks it delivered; with
+		// redis.min_replicas_ack that mark is on a replica before the IdP
+		// gets the result, so that a failover never delivers it again.
+		err := s.opts.Durable.DoIf(ctx, s.keys.auth(tag), func(c redis.Cmdable) (bool, error) {
+			var err error
+			vals, err = pollScript.Run(ctx, c, []string{s.keys.auth(tag)}, token.SHA256Hex(secret), clientID,
+				s.now().UnixMilli(), checkArg, start.UnixMilli(), op).StringSlice()
+			return err == nil && len(vals) > 0 && vals[0] == "approved", err
+		})
 		if err != nil {
+			// The IdP gets an error, not the result: a delivery this read
+			// marked but could not have acknowledged (its WAIT failed) is
+			// undone, so that the IdP's next poll gets the result instead
+			// of invalid_grant. Only this read's own mark is undone.
+			if len(vals) > 0 && vals[0] == "approved" {
+				undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), 500*time.Millisecond)
+				_ = undoDeliveryScript.Run(undo, s.rdb, []string{s.keys.auth(tag)}, op).Err()
+				cancel()
+			}
 			return Result{}, fmt.Errorf("poll: %w", err)
 		}
 		return pollResult(vals)

@@ -141,6 +141,14 @@ if now >= tonumber(h[4]) then return {'expired'} end
 return {'pending'}
 `)
 
+// undoDeliveryScript takes back a delivery whose read failed (the IdP got
+// an error, not the result), if that read made it. KEYS: auth. ARGV: op.
+var undoDeliveryScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'delivered') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'delivered', '0')
+return 1
+`)
+
 // decideScript records the one decision that wins. KEYS: auth.
 // ARGV: subject, device_id, now_ms, nonce, decision, number, uv,
 // sha256(decision JWS).
