@@ -196,3 +196,14 @@ check-ops: promtool
 	promtool check rules deploy/prometheus/ecpsd-rules.yml
 	promtool test rules deploy/prometheus/ecpsd-rules_test.yml
 	$(TEST_REDIS) $(GO) test -count=1 ./deploy/...
+
+# The topology and fault tests (docs/reliability.md): real Redis Cluster and
+# Sentinel sets, masters killed and failed over, network faults through a
+# proxy, a replica of the service killed, AOF restarts, and the
+# linearizability check (60 histories here instead of make test's 12:
+# ECPS_TOPOLOGY_TESTS). They all run in `make test` too, in their short form.
+.PHONY: test-topologies
+test-topologies:
+	@$(DEPS) go redis
+	ECPS_TOPOLOGY_TESTS=1 $(TEST_REDIS) $(GO) test -race -count=1 -timeout 30m -v \
+		-run 'Topolog|Cluster|Sentinel|Failover|Fault|Linear|ReplicaKilled|AOF|KeySpread|Durable|LongPoll' ./api/ ./durable/ ./redistest/

@@ -74,6 +74,7 @@ type env struct {
 }
 
 type replica struct {
+	stop    context.CancelFunc // ends its hub, as a killed process's
 	hub     *challenge.Hub
 	srv     *Server
 	http    *httptest.Server
@@ -173,7 +174,7 @@ func (e *env) newReplica() *replica {
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &replica{hub: hub, srv: srv, http: hs, metrics: metrics, reg: reg, kc: kc}
+	return &replica{stop: cancel, hub: hub, srv: srv, http: hs, metrics: metrics, reg: reg, kc: kc}
 }
 
 // url of replica 0.

@@ -13,6 +13,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ecps-sante/ecps/challenge"
+	"github.com/ecps-sante/ecps/enrollment"
 	"github.com/ecps-sante/ecps/redistest"
 )
 
@@ -21,8 +23,14 @@ import (
 // goes through a FaultProxy.
 func proxiedEnv(t *testing.T) (*env, *redistest.FaultProxy) {
 	t.Helper()
+	return proxiedEnvWith(t, nil)
+}
+
+// proxiedEnvWith is proxiedEnv with both services' options set by mutate.
+func proxiedEnvWith(t *testing.T, mutate func(*enrollment.Options, *challenge.Options)) (*env, *redistest.FaultProxy) {
+	t.Helper()
 	rdb, proxy := proxiedClient(t)
-	return newEnvOn(t, rdb, redistest.Prefix(), 2), proxy
+	return newEnvWith(t, rdb, redistest.Prefix(), 2, mutate), proxy
 }
 
 // proxiedClient is a Redis client set up as ecpsd's, through a FaultProxy

@@ -195,14 +195,18 @@ func TestDurableDecisionSurvivesFailover(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The killed master comes back (empty) as the new master's replica:
+	// the delivering poll waits for a replica too.
+	set.Master.Restart()
 	var r response
-	deadline = time.Now().Add(15 * time.Second)
+	deadline = time.Now().Add(40 * time.Second)
 	for {
 		r = e.poll(0, c, "")
 		if r.Status != http.StatusServiceUnavailable || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
+		e.clock.Advance(3 * time.Second) // the IdP's interval
 	}
 	r.wantStatus(t, http.StatusOK)
 	e.clock.Advance(3 * time.Second)

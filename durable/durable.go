@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -58,27 +59,64 @@ func (w *Writer) Replicas() int {
 // replicas required, write gets the client itself and nothing more is sent.
 // Do's error is write's, or ErrNotDurable.
 func (w *Writer) Do(ctx context.Context, key string, write func(c redis.Cmdable) error) error {
+	return w.DoIf(ctx, key, func(c redis.Cmdable) (bool, error) { return true, write(c) })
+}
+
+// DoIf is Do for a step that only sometimes writes what must survive (a
+// poll that delivers an approval, among polls that answer pending): WAIT is
+// sent only when write says so.
+func (w *Writer) DoIf(ctx context.Context, key string, write func(c redis.Cmdable) (wait bool, err error)) error {
 	if w.Replicas() == 0 {
-		return write(w.rdb)
+		_, err := write(w.rdb)
+		return err
 	}
-	var client *redis.Client
 	switch c := w.rdb.(type) {
 	case *redis.ClusterClient:
 		// WAIT is keyless: sent through the Cluster client it would go to
-		// any node. The key's master is asked directly.
-		m, err := c.MasterForKey(ctx, key)
-		if err != nil {
-			return fmt.Errorf("durable: master of %s: %w", key, err)
+		// any node. The key's master is asked directly; right after a
+		// failover the client's map of the slots may be stale, and the node
+		// asked answers MOVED (running nothing): the map is read again and
+		// the step sent to the new master.
+		for attempt := 0; ; attempt++ {
+			m, err := c.MasterForKey(ctx, key)
+			if err != nil {
+				return fmt.Errorf("durable: master of %s: %w", key, err)
+			}
+			err = w.on(ctx, m, write)
+			if !isMoved(err) || attempt == 2 {
+				return err
+			}
+			c.ReloadState(ctx)
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
-		client = m
 	case *redis.Client: // standalone, or Sentinel (the current master)
-		client = c
+		return w.on(ctx, c, write)
 	default:
 		return fmt.Errorf("durable: unsupported client %T", w.rdb)
 	}
+}
+
+// isMoved reports whether err is a Cluster redirection: the node asked
+// does not serve the key's slot (any more), and ran nothing.
+func isMoved(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	msg := re.Error()
+	return strings.HasPrefix(msg, "MOVED ") || strings.HasPrefix(msg, "ASK ")
+}
+
+// on runs write, then WAIT if write says so, on one connection of client.
+func (w *Writer) on(ctx context.Context, client *redis.Client, write func(c redis.Cmdable) (bool, error)) error {
 	conn := client.Conn()
 	defer conn.Close()
-	if err := write(conn); err != nil {
+	wait, err := write(conn)
+	if err != nil || !wait {
 		return err
 	}
 	acked, err := conn.Wait(ctx, w.replicas, w.timeout).Result()

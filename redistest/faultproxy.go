@@ -23,6 +23,12 @@ import (
 //
 // It reads both directions as RESP (2 and 3), so it knows which reply
 // belongs to which command, pipelines included.
+//
+// Besides lost replies it has the other faults of a network between a
+// service and its Redis: Delay (latency), Stall (nothing passes, in either
+// direction, until Unstall: a partition that keeps the connections open),
+// ResetMidReply (part of a reply, then the connection closes) and Refuse
+// (new connections are reset at once, as by a server that is gone).
 type FaultProxy struct {
 	t      testing.TB
 	target string
@@ -33,6 +39,11 @@ type FaultProxy struct {
 	skip    int           // matching commands to let through before the next drop
 	drops   int           // drops left
 	delay   time.Duration // added before every reply
+	stalled chan struct{} // non-nil while stalled: closed by Unstall
+	resets  int           // replies to cut in the middle, from the next one on
+	cut     int           // replies cut so far
+	refuse  bool          // reset new connections at once
+	refused int           // connections reset so far
 	seen    [][]string    // every command, for Count
 	dropped []string      // the commands whose reply was lost
 	conns   map[net.Conn]struct{}
@@ -113,6 +124,86 @@ func (p *FaultProxy) Delay(d time.Duration) {
 	p.delay = d
 }
 
+// Stall stops forwarding in both directions: commands and replies wait in
+// the proxy (the connections stay open) until Unstall lets them through.
+// To the client, Redis has stopped answering, as behind a partition.
+func (p *FaultProxy) Stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stalled == nil {
+		p.stalled = make(chan struct{})
+	}
+}
+
+// Unstall lets what waited through, in order.
+func (p *FaultProxy) Unstall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stalled != nil {
+		close(p.stalled)
+		p.stalled = nil
+	}
+}
+
+// waitStall blocks while the proxy is stalled.
+func (p *FaultProxy) waitStall() {
+	p.mu.Lock()
+	c := p.stalled
+	p.mu.Unlock()
+	if c != nil {
+		<-c
+	}
+}
+
+// ResetMidReply cuts the next n replies (of any command but pub/sub): the
+// first half of each reply's bytes is passed on, then the connection is
+// reset. The command ran; the client reads a truncated reply and an error.
+func (p *FaultProxy) ResetMidReply(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.resets = n
+}
+
+// Cut returns how many replies ResetMidReply has cut so far.
+func (p *FaultProxy) Cut() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cut
+}
+
+// Refuse makes every new connection reset at once (RST) while on; with
+// dropOpen, the open connections are reset too. To the client, Redis is
+// gone: every dial fails until Refuse(false, …).
+func (p *FaultProxy) Refuse(on, dropOpen bool) {
+	p.mu.Lock()
+	p.refuse = on
+	var open []net.Conn
+	if dropOpen {
+		for c := range p.conns {
+			open = append(open, c)
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range open {
+		reset(c)
+	}
+}
+
+// Refused returns how many connections Refuse has reset at accept.
+func (p *FaultProxy) Refused() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refused
+}
+
+// reset closes c with an RST rather than a FIN.
+func reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
+}
+
 // Count returns how many commands for which match is true went through.
 func (p *FaultProxy) Count(match func(cmd []string) bool) int {
 	p.mu.Lock()
@@ -166,6 +257,16 @@ func (p *FaultProxy) accept() {
 		if err != nil {
 			return
 		}
+		p.mu.Lock()
+		refuse := p.refuse
+		if refuse {
+			p.refused++
+		}
+		p.mu.Unlock()
+		if refuse {
+			reset(client)
+			continue
+		}
 		server, err := net.Dial("tcp", p.target)
 		if err != nil {
 			client.Close()
@@ -181,6 +282,7 @@ func (p *FaultProxy) accept() {
 // fate is what happens to one command's reply.
 type fate struct {
 	drop bool
+	cut  bool // pass half the reply on, then reset
 	what string
 }
 
@@ -206,6 +308,7 @@ func (p *FaultProxy) serve(client, server net.Conn) {
 			if len(args) > 0 && !isPubSub(args) {
 				fates <- p.fateOf(args)
 			}
+			p.waitStall()
 			if _, err := server.Write(raw); err != nil {
 				return
 			}
@@ -219,6 +322,7 @@ func (p *FaultProxy) serve(client, server net.Conn) {
 		if err != nil {
 			return
 		}
+		p.waitStall()
 		if raw[0] == '>' { // RESP3 push (pub/sub): no command of its own
 			if _, err := client.Write(raw); err != nil {
 				return
@@ -234,6 +338,11 @@ func (p *FaultProxy) serve(client, server net.Conn) {
 			p.mu.Lock()
 			p.dropped = append(p.dropped, f.what)
 			p.mu.Unlock()
+			return
+		}
+		if f.cut {
+			_, _ = client.Write(raw[:len(raw)/2])
+			reset(client)
 			return
 		}
 		p.mu.Lock()
@@ -257,6 +366,11 @@ func (p *FaultProxy) fateOf(args []string) fate {
 		p.scripts[fmt.Sprintf("%x", sha1.Sum([]byte(args[1])))] = args[1]
 	case strings.EqualFold(args[0], "SCRIPT") && len(args) > 2 && strings.EqualFold(args[1], "LOAD"):
 		p.scripts[fmt.Sprintf("%x", sha1.Sum([]byte(args[2])))] = args[2]
+	}
+	if p.resets > 0 && IsCommand(args) {
+		p.resets--
+		p.cut++
+		return fate{cut: true, what: strings.ToUpper(args[0])}
 	}
 	if p.drops == 0 || p.match == nil || !p.match(args) {
 		return fate{}

@@ -71,6 +71,19 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
+// StartWith is Start with extra redis-server arguments, given after the
+// defaults (so that they override them: e.g. "--appendonly", "yes").
+func StartWith(t testing.TB, args ...string) *Server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatal("redis-server not found in PATH (Debian package redis-server; `make test` needs it)")
+	}
+	s := &Server{t: t, port: freePort(t), dir: t.TempDir(), args: args}
+	s.Restart()
+	t.Cleanup(s.Stop)
+	return s
+}
+
 // Addr is host:port.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 

@@ -100,6 +100,19 @@ func (c *Cluster) waitOK() {
 	c.t.Fatalf("cluster did not reach cluster_state:ok")
 }
 
+// StateOK reports whether every node that runs says cluster_state:ok.
+func (c *Cluster) StateOK() bool {
+	for _, n := range c.Nodes {
+		if n.cmd == nil {
+			continue
+		}
+		if info, err := n.cli("CLUSTER", "INFO"); err != nil || !strings.Contains(info, "cluster_state:ok") {
+			return false
+		}
+	}
+	return true
+}
+
 // Masters returns the nodes that are masters now.
 func (c *Cluster) Masters() []*Server {
 	var out []*Server
