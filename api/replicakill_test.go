@@ -65,7 +65,6 @@ func TestReplicaKilledDuringLongPollsAndPushes(t *testing.T) {
 	proxy := redistest.NewFaultProxy(t, addr)
 	rdb0 := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DB: db, MaxRetries: -1})
 	t.Cleanup(func() { _ = rdb0.Close() })
-	var queues []*push.Queue
 	var stops []context.CancelFunc
 	var wg sync.WaitGroup
 	for i, c := range []*redis.Client{rdb0, rdb} {
@@ -75,7 +74,7 @@ func TestReplicaKilledDuringLongPollsAndPushes(t *testing.T) {
 			Block: 100 * time.Millisecond, BackoffBase: 200 * time.Millisecond, BackoffMax: 400 * time.Millisecond,
 			Logger: quiet, Metrics: metrics, Now: e.clock.Now})
 		ctx, cancel := context.WithCancel(context.Background())
-		queues, stops = append(queues, q), append(stops, cancel)
+		stops = append(stops, cancel)
 		wg.Add(1)
 		go func() { defer wg.Done(); q.Run(ctx) }()
 		e.sender = q

@@ -43,20 +43,19 @@ const (
 
 // set is every object of one rendering (or of the files), by kind.
 type set struct {
-	namespaces   []*corev1.Namespace
-	accounts     []*corev1.ServiceAccount
-	secrets      []*corev1.Secret
-	services     []*corev1.Service
-	deployments  []*appsv1.Deployment
-	ingresses    []*networkingv1.Ingress
-	policies     []*networkingv1.NetworkPolicy
-	pdbs         []*policyv1.PodDisruptionBudget
-	hpas         []*autoscalingv2.HorizontalPodAutoscaler
-	cronjobs     []*batchv1.CronJob
-	monitors     []*monitoringv1.ServiceMonitor
-	rules        []*monitoringv1.PrometheusRule
-	namespaceOf  map[string]string // kind/name -> namespace
-	unnamespaced []string
+	namespaces  []*corev1.Namespace
+	accounts    []*corev1.ServiceAccount
+	secrets     []*corev1.Secret
+	services    []*corev1.Service
+	deployments []*appsv1.Deployment
+	ingresses   []*networkingv1.Ingress
+	policies    []*networkingv1.NetworkPolicy
+	pdbs        []*policyv1.PodDisruptionBudget
+	hpas        []*autoscalingv2.HorizontalPodAutoscaler
+	cronjobs    []*batchv1.CronJob
+	monitors    []*monitoringv1.ServiceMonitor
+	rules       []*monitoringv1.PrometheusRule
+	namespaceOf map[string]string // kind/name -> namespace
 }
 
 // decode strictly decodes one manifest into the Go type of its apiVersion
