@@ -40,5 +40,11 @@
 //
 // Abuse limits, checked atomically with the creation of a push login on the
 // practitioner's hash tag: pending authentications, pushes per window, a
-// block after consecutive denials or a fraud report.
+// block after consecutive denials or a fraud report. The practitioner's
+// side of their logins is one hash ({sub:<idNat>}:logins), read whole: the
+// phone's list is one command.
+//
+// Every step is safe to run twice (docs/redis.md, "Retries, lost replies and
+// deadlines"): a decision is named by its JWS, a delivering poll, a claim
+// and a proof by an operation id stored with the change.
 package challenge

@@ -22,8 +22,14 @@
 // Every check-and-change step is one Lua script on one hash tag, the
 // practitioner's ({sub:<idNat>}), which also appends the audit entry of the
 // change to the practitioner's audit stream in the same step. docs/redis.md
-// lists the keys. Round trips: an enrolment takes three (read the activation
-// and claim the key; write the device pointer and run the enrolment script;
-// copy the audit entry to the global stream); a device request proof takes
-// one once its device's public key is cached (keys are immutable).
+// lists the keys. Round trips: an enrolment takes two (read the activation
+// and claim the key; write the device pointer and run the enrolment script),
+// one more per replica wait with redis.min_replicas_ack; a device request
+// proof takes one once its device's public key is cached (keys are
+// immutable).
+//
+// Every step is safe to run twice (go-redis resends a command whose reply
+// was lost; a phone sends a request again after a timeout): the device id
+// derives from the activation and the key, a wrong attempt counts once per
+// operation id, a proof's jti is recorded with the request it belongs to.
 package enrollment
