@@ -59,16 +59,8 @@ func (w *Writer) Replicas() int {
 // replicas required, write gets the client itself and nothing more is sent.
 // Do's error is write's, or ErrNotDurable.
 func (w *Writer) Do(ctx context.Context, key string, write func(c redis.Cmdable) error) error {
-	return w.DoIf(ctx, key, func(c redis.Cmdable) (bool, error) { return true, write(c) })
-}
-
-// DoIf is Do for a step that only sometimes writes what must survive (a
-// poll that delivers an approval, among polls that answer pending): WAIT is
-// sent only when write says so.
-func (w *Writer) DoIf(ctx context.Context, key string, write func(c redis.Cmdable) (wait bool, err error)) error {
 	if w.Replicas() == 0 {
-		_, err := write(w.rdb)
-		return err
+		return write(w.rdb)
 	}
 	switch c := w.rdb.(type) {
 	case *redis.ClusterClient:
@@ -111,12 +103,11 @@ func isMoved(err error) bool {
 	return strings.HasPrefix(msg, "MOVED ") || strings.HasPrefix(msg, "ASK ")
 }
 
-// on runs write, then WAIT if write says so, on one connection of client.
-func (w *Writer) on(ctx context.Context, client *redis.Client, write func(c redis.Cmdable) (bool, error)) error {
+// on runs write, then WAIT, on one connection of client.
+func (w *Writer) on(ctx context.Context, client *redis.Client, write func(c redis.Cmdable) error) error {
 	conn := client.Conn()
 	defer conn.Close()
-	wait, err := write(conn)
-	if err != nil || !wait {
+	if err := write(conn); err != nil {
 		return err
 	}
 	acked, err := conn.Wait(ctx, w.replicas, w.timeout).Result()
