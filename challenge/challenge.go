@@ -18,7 +18,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ecps-sante/ecps/audit"
-	"github.com/ecps-sante/ecps/deviceproof"
 	"github.com/ecps-sante/ecps/durable"
 	"github.com/ecps-sante/ecps/idnat"
 	"github.com/ecps-sante/ecps/push"
@@ -124,6 +123,7 @@ type Service struct {
 	hub     *Hub
 	keys    keys
 	opts    Options
+	cluster bool // a Redis Cluster: a script's keys must share a slot (slot.go)
 }
 
 // New returns a Service. hub is the process's subscription (NewHub + Run).
@@ -132,7 +132,9 @@ func New(rdb redis.UniversalClient, log *audit.Log, sender push.Sender, devices 
 	if opts.Durable == nil {
 		opts.Durable = durable.New(rdb, 0, 0)
 	}
-	return &Service{rdb: rdb, audit: log, push: sender, devices: devices, hub: hub, keys: keys{opts.KeyPrefix}, opts: opts}
+	_, cluster := rdb.(*redis.ClusterClient)
+	return &Service{rdb: rdb, audit: log, push: sender, devices: devices, hub: hub, keys: keys{opts.KeyPrefix}, opts: opts,
+		cluster: cluster}
 }
 
 func (s *Service) now() time.Time { return s.opts.Now().UTC() }
@@ -215,11 +217,13 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 		}
 		expiry = int((expires.Sub(now) + time.Second - 1) / time.Second)
 	}
-	challengeID := "chl_" + tag
 	kind := "qr"
 	if subject != "" {
 		kind = "push"
+		// On the practitioner's slot: its decision is then one script.
+		tag = steerTag(tag, slotOf(s.keys.logins(subject)))
 	}
+	challengeID := "chl_" + tag
 	interval := int(s.opts.PollInterval / time.Second)
 	if interval < 1 {
 		interval = 1
@@ -554,144 +558,6 @@ func phoneView(tag string, fields []any) Challenge {
 // by every write: long enough for the consecutive denials (24 h) and a block.
 func (s *Service) loginsKeep() time.Duration {
 	return max(24*time.Hour, s.opts.BlockDuration) + time.Minute
-}
-
-// Device is the device making a request, as the proof middleware found it.
-type Device struct {
-	ID      string
-	Subject string
-}
-
-// Decision values.
-const (
-	DecisionApprove = "approve"
-	DecisionDeny    = "deny"
-	DecisionFraud   = "fraud"
-)
-
-var userVerifications = map[string]bool{"pin": true, "fingerprint": true, "face": true}
-
-// Respond records a device's signed decision. Errors: ErrInvalid (shape),
-// ErrBadDecision (signature, nonce, challenge_id, iat), ErrNotFound,
-// ErrConflict, ErrGone. A wrong number is not an error: the login is denied.
-func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response string) error {
-	tag, ok := challengeTag(challengeID)
-	if !ok {
-		return ErrNotFound
-	}
-	if response == "" {
-		return fmt.Errorf("%w: response is required", ErrInvalid)
-	}
-	tok, err := deviceproof.Parse(response, deviceproof.TypDecision)
-	if err != nil || tok.KeyID != dev.ID {
-		return ErrBadDecision
-	}
-	pub, err := s.devices.PublicKey(ctx, dev.ID)
-	if err != nil {
-		return err
-	}
-	now := s.now()
-	claims, err := deviceproof.VerifyDecision(tok, pub, s.opts.Now(), s.opts.ProofMaxSkew)
-	if err != nil || claims.ChallengeID != challengeID {
-		return ErrBadDecision
-	}
-	number := ""
-	switch claims.Decision {
-	case DecisionApprove:
-		if claims.Number == nil {
-			if err := s.checkNumberless(ctx, tag, dev.Subject); err != nil { // keycloak.go: number_digits 0
-				return err
-			}
-		} else if !allDigits(*claims.Number) {
-			return fmt.Errorf("%w: approve needs the number the user typed", ErrInvalid)
-		} else {
-			number = *claims.Number
-		}
-		if !userVerifications[claims.UV] {
-			return fmt.Errorf("%w: uv must be pin, fingerprint or face", ErrInvalid)
-		}
-	case DecisionDeny, DecisionFraud:
-	default:
-		return fmt.Errorf("%w: decision must be approve, deny or fraud", ErrInvalid)
-	}
-	// The decision is named by its JWS: the same one sent again (the app
-	// after a timeout, go-redis after a lost reply) answers as the first did,
-	// and the steps after it, each run once, are finished if they were not.
-	vals, err := decideScript.Run(ctx, s.rdb, []string{s.keys.auth(tag)}, dev.Subject, dev.ID,
-		now.UnixMilli(), claims.Nonce, claims.Decision, number, claims.UV, token.SHA256Hex(response)).StringSlice()
-	if err != nil {
-		return fmt.Errorf("decide: %w", err)
-	}
-	switch vals[0] {
-	case "notfound":
-		return ErrNotFound
-	case "conflict":
-		return ErrConflict
-	case "gone":
-		return ErrGone
-	case "badnonce":
-		return ErrBadDecision
-	}
-	status, reason, clientID, expiresMS := vals[0], vals[1], vals[2], vals[4]
-
-	// The decision won: audit it, keep the counters, then make it readable.
-	actor := audit.Actor{Type: audit.ActorDevice, ID: dev.ID}
-	details := map[string]any{"challenge_id": challengeID, "client_id": clientID}
-	decided := audit.Entry{Time: now.Truncate(time.Second), Event: EventApproved, Subject: dev.Subject, Actor: actor, Details: details}
-	if status != "approved" {
-		decided.Event = EventDenied
-		decided.Details = map[string]any{"challenge_id": challengeID, "client_id": clientID, "reason": reason}
-	} else {
-		details["uv"] = claims.UV
-	}
-	dj, minID, ttl := s.audit.ScriptArgs(decided)
-	fj := "" // built only for a fraud report
-	if reason == "fraud" {
-		fj, _, _ = s.audit.ScriptArgs(audit.Entry{Time: decided.Time, Event: EventFraud, Subject: dev.Subject, Actor: actor,
-			Details: map[string]any{"challenge_id": challengeID, "client_id": clientID}})
-	}
-	// With redis.min_replicas_ack, each step is answered only once replicas
-	// have it: an acknowledged decision survives its master's failover.
-	var done string
-	if err := s.opts.Durable.Do(ctx, s.keys.logins(dev.Subject), func(c redis.Cmdable) error {
-		var err error
-		done, err = afterDecisionScript.Run(ctx, c, []string{s.keys.logins(dev.Subject), s.audit.SubjectStream(dev.Subject)},
-			challengeID, status, reason, s.opts.DenialsBeforeBlock, s.opts.BlockDuration.Milliseconds(), dj, fj, minID, ttl,
-			endedUntil(expiresMS), now.UnixMilli(), s.loginsKeep().Milliseconds()).Text()
-		return err
-	}); err != nil {
-		return fmt.Errorf("audit decision: %w", err)
-	}
-	if done != "again" && s.opts.OnDecision != nil { // counted once per login
-		outcome := reason
-		if status == "approved" {
-			outcome = "approved"
-		}
-		s.opts.OnDecision(outcome)
-	}
-	// A Keycloak login's callback is queued before the result is readable.
-	if err := s.keycloakDecided(ctx, clientID, Decided{ChallengeID: challengeID, Subject: dev.Subject,
-		Approved: status == "approved", Reason: reason, DeviceID: dev.ID, UV: claims.UV, Time: now}); err != nil {
-		return err
-	}
-	durable := s.opts.Durable.Replicas() > 0
-	if durable {
-		// Acknowledged before the wake-up; replicas that have it have the
-		// decision too (replication keeps the master's order).
-		if err := s.opts.Durable.Do(ctx, s.keys.auth(tag), func(c redis.Cmdable) error {
-			return c.HSet(ctx, s.keys.auth(tag), "audited", "1").Err()
-		}); err != nil {
-			return fmt.Errorf("publish decision: %w", err)
-		}
-	}
-	if err := s.hub.announce(ctx, tag, nil, func(p redis.Pipeliner) {
-		if !durable {
-			p.HSet(ctx, s.keys.auth(tag), "audited", "1")
-		}
-	}); err != nil {
-		return fmt.Errorf("publish decision: %w", err)
-	}
-	return nil
 }
 
 // Claim binds a QR login to the claiming device's practitioner.

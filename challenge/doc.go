@@ -11,12 +11,19 @@
 //	pending, claimed ──(expires_in passes)──▶ expired (computed, never written)
 //	approved ──(first poll that reads it)──▶ delivered: every later poll is invalid_grant
 //
-// A decision is taken by one Lua script on the authentication's own hash tag:
-// exactly one decision wins whatever the concurrency and the replica; the
-// losers get conflict. The decision is then audited (and the practitioner's
-// denial counter and fraud block updated) by a script on the practitioner's
-// hash tag, and only then made readable ("audited") and announced on the
-// pub/sub channel: no result is readable before its audit entry exists.
+// A decision is taken by one Lua script: exactly one decision wins whatever
+// the concurrency and the replica; the losers get conflict. The same script
+// audits it, updates the practitioner's denial counter and fraud block, and
+// makes the result readable ("audited"); the wake-up on the pub/sub channel
+// rides in the same round trip. It can, because a push login's tag is chosen
+// to fall in its practitioner's Redis Cluster slot (slot.go), and on one
+// Redis every key is in "the same slot". A QR login on a Cluster has a slot of
+// its own: its decision takes three steps, each safe to run again (the
+// decision on the login's tag, then its audit and counters on the
+// practitioner's, then "audited" and the wake-up). Either way no result is
+// readable before its audit entry exists. With redis.min_replicas_ack, or for
+// a Keycloak login (its callback is queued first), "audited" is set by a later
+// step.
 //
 // Identifiers: auth_req_id (the IdP's), challenge_id (the phone's), login_id
 // (the browser's) and QR tokens share a random tag that names the

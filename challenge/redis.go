@@ -172,41 +172,102 @@ redis.call('HSET', KEYS[1], 'status', status, 'reason', reason, 'device_id', ARG
 return {status, reason, h[7], h[1], h[4]}
 `)
 
+// afterDecisionLua defines after_decision(logins, audit, chl, status,
+// reason, denials before block, block ms, entry, fraud entry or ”, minid,
+// audit ttl, end kept until ms, now ms, keep ms): audits a decision and
+// keeps the practitioner's counters, once per login. Returns ok | blocked
+// | again (already done: nothing changed).
+const afterDecisionLua = `
+local function after_decision(logins, stream, chl, status, reason, denialsMax, blockMs, entry, fraud, minid, ttl,
+    endUntil, now, keep)
+  if redis.call('HSETNX', logins, 'e:' .. chl, endUntil) == 0 then return 'again' end
+  redis.call('HDEL', logins, 'p:' .. chl)
+  audit_append(stream, entry, minid, ttl)
+  local res = 'ok'
+  if status == 'approved' then
+    redis.call('HDEL', logins, 'denials')
+  elseif reason == 'fraud' then
+    audit_append(stream, fraud, minid, ttl)
+    redis.call('HSET', logins, 'block', (now + tonumber(blockMs)) .. '|fraud')
+    redis.call('HDEL', logins, 'denials')
+    res = 'blocked'
+  else
+    local d = redis.call('HGET', logins, 'denials')
+    local n, last = 0, 0
+    if d then n, last = string.match(d, '^(%d+)|(%d+)$'); n, last = tonumber(n), tonumber(last) end
+    if now - last > 86400000 then n = 0 end
+    n = n + 1
+    if n >= tonumber(denialsMax) then
+      redis.call('HSET', logins, 'block', (now + tonumber(blockMs)) .. '|denials')
+      redis.call('HDEL', logins, 'denials')
+      res = 'blocked'
+    else
+      redis.call('HSET', logins, 'denials', n .. '|' .. now)
+    end
+  end
+  redis.call('PEXPIRE', logins, keep)
+  return res
+end
+`
+
 // afterDecisionScript audits a decision and keeps the practitioner's
-// counters, once per login. KEYS: logins, audit.
+// counters, once per login (after_decision). KEYS: logins, audit.
 // ARGV: challenge_id, status, reason, denials before block, block ms,
 // decision entry, fraud entry (or empty), minid, audit ttl, end kept until
 // ms, now ms, keep ms (the hash's TTL).
 // Returns ok | blocked | again (already done: nothing changed).
-var afterDecisionScript = redis.NewScript(auditLua + `
-local chl, now = ARGV[1], tonumber(ARGV[11])
-if redis.call('HSETNX', KEYS[1], 'e:' .. chl, ARGV[10]) == 0 then return 'again' end
-redis.call('HDEL', KEYS[1], 'p:' .. chl)
-audit_append(KEYS[2], ARGV[6], ARGV[8], ARGV[9])
-local res = 'ok'
-if ARGV[2] == 'approved' then
-  redis.call('HDEL', KEYS[1], 'denials')
-elseif ARGV[3] == 'fraud' then
-  audit_append(KEYS[2], ARGV[7], ARGV[8], ARGV[9])
-  redis.call('HSET', KEYS[1], 'block', (now + tonumber(ARGV[5])) .. '|fraud')
-  redis.call('HDEL', KEYS[1], 'denials')
-  res = 'blocked'
+var afterDecisionScript = redis.NewScript(auditLua + afterDecisionLua + `
+return after_decision(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8],
+  ARGV[9], ARGV[10], tonumber(ARGV[11]), ARGV[12])
+`)
+
+// decideOnceScript is a decision in one step, for a login on its
+// practitioner's slot: decideScript's checks and record, then
+// after_decision, and the result made readable (audited = ARGV[19]) unless
+// it is a Keycloak login and a hook takes those (ARGV[20] = 1): then
+// Respond queues the callback before it marks it readable.
+// KEYS: auth, logins, audit.
+// ARGV: subject, device_id, now_ms, nonce, decision, number, uv,
+// sha256(decision JWS), challenge_id, denials before block, block ms,
+// entry if approved, entry if denied, fraud entry (or empty) — their
+// client_id is "@client_id@", put in here —, minid, audit ttl, kept after
+// end ms, logins keep ms, readable (1|0), keycloak hook (1|0).
+// Returns {notfound} | {conflict} | {gone} | {badnonce} |
+// {approved|denied, reason, client_id, kind, expires_ms, ok|blocked|again,
+// audited}. The same decision sent again answers as the first did.
+var decideOnceScript = redis.NewScript(auditLua + afterDecisionLua + `
+local h = redis.call('HMGET', KEYS[1], 'kind', 'subject', 'status', 'expires_ms', 'nonce', 'number', 'client_id',
+  'decision_sha', 'device_id', 'reason', 'audited')
+if not h[1] or h[2] ~= ARGV[1] then return {'notfound'} end
+local now, status, reason, audited = tonumber(ARGV[3]), h[3], h[10], h[11]
+if status ~= 'pending' and status ~= 'claimed' then
+  if h[8] ~= ARGV[8] or h[9] ~= ARGV[2] then return {'conflict'} end
 else
-  local d = redis.call('HGET', KEYS[1], 'denials')
-  local n, last = 0, 0
-  if d then n, last = string.match(d, '^(%d+)|(%d+)$'); n, last = tonumber(n), tonumber(last) end
-  if now - last > 86400000 then n = 0 end
-  n = n + 1
-  if n >= tonumber(ARGV[4]) then
-    redis.call('HSET', KEYS[1], 'block', (now + tonumber(ARGV[5])) .. '|denials')
-    redis.call('HDEL', KEYS[1], 'denials')
-    res = 'blocked'
-  else
-    redis.call('HSET', KEYS[1], 'denials', n .. '|' .. now)
+  if now >= tonumber(h[4]) then return {'gone'} end
+  if h[5] ~= ARGV[4] then return {'badnonce'} end
+  status, reason = 'denied', 'denied'
+  if ARGV[5] == 'approve' then
+    if ARGV[6] == h[6] then status, reason = 'approved', '' else reason = 'wrong_number' end
+  elseif ARGV[5] == 'fraud' then
+    reason = 'fraud'
   end
+  audited = ARGV[19]
+  if ARGV[20] == '1' and string.sub(h[7], 1, 9) == 'keycloak:' then audited = '0' end
+  redis.call('HSET', KEYS[1], 'status', status, 'reason', reason, 'device_id', ARGV[2], 'uv', ARGV[7],
+    'decided_ms', ARGV[3], 'audited', audited, 'decision_sha', ARGV[8])
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[12])
-return res
+local function with_client(entry)
+  local i, j = string.find(entry, '"@client_id@"', 1, true)
+  if not i then return entry end
+  return string.sub(entry, 1, i - 1) .. cjson.encode(h[7]) .. string.sub(entry, j + 1)
+end
+local entry = ARGV[13]
+if status == 'approved' then entry = ARGV[12] end
+local fraud = ''
+if reason == 'fraud' then fraud = with_client(ARGV[14]) end
+local done = after_decision(KEYS[2], KEYS[3], ARGV[9], status, reason, ARGV[10], ARGV[11], with_client(entry),
+  fraud, ARGV[15], ARGV[16], tonumber(h[4]) + tonumber(ARGV[17]), now, ARGV[18])
+return {status, reason, h[7], h[1], h[4], done, audited}
 `)
 
 // cancelScript cancels an undecided authentication for its IdP. KEYS: auth.

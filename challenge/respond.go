@@ -1,0 +1,269 @@
+package challenge
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ecps-sante/ecps/audit"
+	"github.com/ecps-sante/ecps/deviceproof"
+	"github.com/ecps-sante/ecps/token"
+)
+
+// This file holds the phone's decision: checked in Go (signature, nonce,
+// number's shape), then recorded in Redis, audited, counted and made
+// readable. A login on its practitioner's slot (every push login, and on
+// one Redis every login) takes one script for all of it; a QR login on a
+// Cluster takes three steps, one per slot (doc.go).
+
+// Device is the device making a request, as the proof middleware found it.
+type Device struct {
+	ID      string
+	Subject string
+}
+
+// Decision values.
+const (
+	DecisionApprove = "approve"
+	DecisionDeny    = "deny"
+	DecisionFraud   = "fraud"
+)
+
+var userVerifications = map[string]bool{"pin": true, "fingerprint": true, "face": true}
+
+// clientPlaceholder stands for the login's client_id in the audit entries
+// that Respond builds before it knows it: the one-script decision puts it
+// in (decideOnceScript).
+const clientPlaceholder = "@client_id@"
+
+// Respond records a device's signed decision. Errors: ErrInvalid (shape),
+// ErrBadDecision (signature, nonce, challenge_id, iat), ErrNotFound,
+// ErrConflict, ErrGone. A wrong number is not an error: the login is denied.
+func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response string) error {
+	tag, ok := challengeTag(challengeID)
+	if !ok {
+		return ErrNotFound
+	}
+	if response == "" {
+		return fmt.Errorf("%w: response is required", ErrInvalid)
+	}
+	tok, err := deviceproof.Parse(response, deviceproof.TypDecision)
+	if err != nil || tok.KeyID != dev.ID {
+		return ErrBadDecision
+	}
+	pub, err := s.devices.PublicKey(ctx, dev.ID)
+	if err != nil {
+		return err
+	}
+	claims, err := deviceproof.VerifyDecision(tok, pub, s.opts.Now(), s.opts.ProofMaxSkew)
+	if err != nil || claims.ChallengeID != challengeID {
+		return ErrBadDecision
+	}
+	d := decision{tag: tag, challengeID: challengeID, dev: dev, now: s.now(), verdict: claims.Decision,
+		uv: claims.UV, nonce: claims.Nonce, sha: token.SHA256Hex(response)}
+	switch claims.Decision {
+	case DecisionApprove:
+		if claims.Number == nil {
+			if err := s.checkNumberless(ctx, tag, dev.Subject); err != nil { // keycloak.go: number_digits 0
+				return err
+			}
+		} else if !allDigits(*claims.Number) {
+			return fmt.Errorf("%w: approve needs the number the user typed", ErrInvalid)
+		} else {
+			d.number = *claims.Number
+		}
+		if !userVerifications[claims.UV] {
+			return fmt.Errorf("%w: uv must be pin, fingerprint or face", ErrInvalid)
+		}
+	case DecisionDeny, DecisionFraud:
+	default:
+		return fmt.Errorf("%w: decision must be approve, deny or fraud", ErrInvalid)
+	}
+	// The decision is named by its JWS: the same one sent again (the app
+	// after a timeout, go-redis after a lost reply) answers as the first did,
+	// and the steps after it, each run once, are finished if they were not.
+	if !s.cluster || slotOf(s.keys.auth(tag)) == slotOf(s.keys.logins(dev.Subject)) {
+		return s.decideOnce(ctx, d)
+	}
+	return s.decideInSteps(ctx, d)
+}
+
+// decision is a verified decision, on its way to Redis.
+type decision struct {
+	tag, challengeID string
+	dev              Device
+	now              time.Time
+	verdict          string // approve, deny, fraud
+	number, uv       string
+	nonce, sha       string // the login's nonce it signed; SHA-256 of its JWS
+}
+
+// entries returns the audit entries of d (their client_id is
+// clientPlaceholder until clientID is given): the approval's, the denial's
+// (the reason Redis will find: a wrong number for an approval) and, for a
+// fraud report, the fraud entry.
+func (s *Service) entries(d decision, clientID string) (approved, denied, fraud string) {
+	actor := audit.Actor{Type: audit.ActorDevice, ID: d.dev.ID}
+	at := d.now.Truncate(time.Second)
+	entry := func(event string, details map[string]any) string {
+		j, _, _ := s.audit.ScriptArgs(audit.Entry{Time: at, Event: event, Subject: d.dev.Subject, Actor: actor, Details: details})
+		return j
+	}
+	reason := "denied"
+	switch d.verdict {
+	case DecisionApprove:
+		approved = entry(EventApproved, map[string]any{"challenge_id": d.challengeID, "client_id": clientID, "uv": d.uv})
+		reason = "wrong_number"
+	case DecisionFraud:
+		reason = "fraud"
+		fraud = entry(EventFraud, map[string]any{"challenge_id": d.challengeID, "client_id": clientID})
+	}
+	denied = entry(EventDenied, map[string]any{"challenge_id": d.challengeID, "client_id": clientID, "reason": reason})
+	return approved, denied, fraud
+}
+
+// decideOnce records, audits and counts the decision in one script
+// (decideOnceScript), on one Redis or when the login is on its
+// practitioner's slot. Without replicas to wait for, and for a login
+// whose result needs nothing more (not Keycloak's), the script makes the
+// result readable too and the wake-up rides in the same round trip.
+func (s *Service) decideOnce(ctx context.Context, d decision) error {
+	approved, denied, fraud := s.entries(d, clientPlaceholder)
+	_, minID, ttl := s.audit.ScriptArgs(audit.Entry{Time: d.now.Truncate(time.Second)})
+	durable := s.opts.Durable.Replicas() > 0
+	readable, kcHook := "1", "0"
+	if durable {
+		readable = "0" // once replicas have the decision and its audit entry
+	}
+	if s.opts.OnKeycloakDecision != nil {
+		kcHook = "1"
+	}
+	keys := []string{s.keys.auth(d.tag), s.keys.logins(d.dev.Subject), s.audit.SubjectStream(d.dev.Subject)}
+	args := []any{d.dev.Subject, d.dev.ID, d.now.UnixMilli(), d.nonce, d.verdict, d.number, d.uv, d.sha,
+		d.challengeID, s.opts.DenialsBeforeBlock, s.opts.BlockDuration.Milliseconds(), approved, denied, fraud,
+		minID, ttl, keepAfterEnd.Milliseconds(), s.loginsKeep().Milliseconds(), readable, kcHook}
+	var cmd *redis.Cmd
+	var err error
+	if durable {
+		err = s.opts.Durable.Do(ctx, keys[0], func(c redis.Cmdable) error {
+			cmd = decideOnceScript.Run(ctx, c, keys, args...)
+			return cmd.Err()
+		})
+	} else {
+		// The wake-up follows the script in its pipeline (on a Cluster,
+		// once its reply is in): a refused decision wakes the waiters for
+		// nothing, and they wait on.
+		err = s.hub.announce(ctx, d.tag, []*redis.Script{decideOnceScript}, func(p redis.Pipeliner) {
+			cmd = decideOnceScript.EvalSha(ctx, p, keys, args...)
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("decide: %w", err)
+	}
+	vals, err := cmd.StringSlice()
+	if err != nil {
+		return fmt.Errorf("decide: %w", err)
+	}
+	if err := refusal(vals[0]); err != nil {
+		return err
+	}
+	status, reason, clientID, done, audited := vals[0], vals[1], vals[2], vals[5], vals[6]
+	s.counted(done, status, reason)
+	if audited == "1" {
+		return nil
+	}
+	return s.makeReadable(ctx, d, status, reason, clientID)
+}
+
+// decideInSteps records the decision on the login's slot (decideScript),
+// then audits and counts it on the practitioner's (afterDecisionScript),
+// then makes it readable: a crash between steps leaves it unreadable,
+// never readable without its audit entry.
+func (s *Service) decideInSteps(ctx context.Context, d decision) error {
+	vals, err := decideScript.Run(ctx, s.rdb, []string{s.keys.auth(d.tag)}, d.dev.Subject, d.dev.ID,
+		d.now.UnixMilli(), d.nonce, d.verdict, d.number, d.uv, d.sha).StringSlice()
+	if err != nil {
+		return fmt.Errorf("decide: %w", err)
+	}
+	if err := refusal(vals[0]); err != nil {
+		return err
+	}
+	status, reason, clientID, expiresMS := vals[0], vals[1], vals[2], vals[4]
+	approved, denied, fraud := s.entries(d, clientID)
+	entry := denied
+	if status == "approved" {
+		entry = approved
+	}
+	_, minID, ttl := s.audit.ScriptArgs(audit.Entry{Time: d.now.Truncate(time.Second)})
+	// With redis.min_replicas_ack, each step is answered only once replicas
+	// have it: an acknowledged decision survives its master's failover.
+	var done string
+	if err := s.opts.Durable.Do(ctx, s.keys.logins(d.dev.Subject), func(c redis.Cmdable) error {
+		var err error
+		done, err = afterDecisionScript.Run(ctx, c, []string{s.keys.logins(d.dev.Subject), s.audit.SubjectStream(d.dev.Subject)},
+			d.challengeID, status, reason, s.opts.DenialsBeforeBlock, s.opts.BlockDuration.Milliseconds(), entry, fraud, minID, ttl,
+			endedUntil(expiresMS), d.now.UnixMilli(), s.loginsKeep().Milliseconds()).Text()
+		return err
+	}); err != nil {
+		return fmt.Errorf("audit decision: %w", err)
+	}
+	s.counted(done, status, reason)
+	return s.makeReadable(ctx, d, status, reason, clientID)
+}
+
+// refusal maps a decision script's refusals to errors.
+func refusal(answer string) error {
+	switch answer {
+	case "notfound":
+		return ErrNotFound
+	case "conflict":
+		return ErrConflict
+	case "gone":
+		return ErrGone
+	case "badnonce":
+		return ErrBadDecision
+	}
+	return nil
+}
+
+// counted reports a decision's outcome once per login (done is "again"
+// when a run before this one counted it).
+func (s *Service) counted(done, status, reason string) {
+	if done == "again" || s.opts.OnDecision == nil {
+		return
+	}
+	if status == "approved" {
+		reason = "approved"
+	}
+	s.opts.OnDecision(reason)
+}
+
+// makeReadable makes an audited decision readable and wakes the long-polls:
+// a Keycloak login's callback is queued first; with redis.min_replicas_ack
+// the mark is acknowledged by replicas before the wake-up (replicas that
+// have it have the decision too: replication keeps the master's order).
+func (s *Service) makeReadable(ctx context.Context, d decision, status, reason, clientID string) error {
+	if err := s.keycloakDecided(ctx, clientID, Decided{ChallengeID: d.challengeID, Subject: d.dev.Subject,
+		Approved: status == "approved", Reason: reason, DeviceID: d.dev.ID, UV: d.uv, Time: d.now}); err != nil {
+		return err
+	}
+	auth := s.keys.auth(d.tag)
+	durable := s.opts.Durable.Replicas() > 0
+	if durable {
+		if err := s.opts.Durable.Do(ctx, auth, func(c redis.Cmdable) error {
+			return c.HSet(ctx, auth, "audited", "1").Err()
+		}); err != nil {
+			return fmt.Errorf("publish decision: %w", err)
+		}
+	}
+	if err := s.hub.announce(ctx, d.tag, nil, func(p redis.Pipeliner) {
+		if !durable {
+			p.HSet(ctx, auth, "audited", "1")
+		}
+	}); err != nil {
+		return fmt.Errorf("publish decision: %w", err)
+	}
+	return nil
+}
