@@ -97,7 +97,7 @@ type challengeList struct {
 }
 
 func (s *Server) listChallenges(c *gin.Context) error {
-	list, err := s.challenges.Pending(c.Request.Context(), deviceOf(c).Subject)
+	list, err := s.challenges.Pending(c.Request.Context(), deviceOf(c).Subject, prefetched(c))
 	if err != nil {
 		return err
 	}
@@ -106,7 +106,7 @@ func (s *Server) listChallenges(c *gin.Context) error {
 }
 
 func (s *Server) getChallenge(c *gin.Context) error {
-	ch, err := s.challenges.ChallengeFor(c.Request.Context(), deviceOf(c).Subject, c.Param("challenge_id"))
+	ch, err := s.challenges.ChallengeFor(c.Request.Context(), deviceOf(c).Subject, c.Param("challenge_id"), prefetched(c))
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/challenge"
@@ -26,6 +27,7 @@ const (
 	ctxClient    = "ecps.client"
 	ctxOperator  = "ecps.operator"
 	ctxDevice    = "ecps.device"
+	ctxPrefetch  = "ecps.prefetch"
 )
 
 // requestContext gives each request an id, and logs and counts it when done.
@@ -226,7 +228,7 @@ func (s *Server) deviceAuth(c *gin.Context) {
 		err = &deviceproof.Error{Reason: deviceproof.ReasonMissing}
 	} else {
 		d, err = s.enrollment.AuthenticateRequest(c.Request.Context(), compact, deviceproof.Request{
-			Method: c.Request.Method, Path: c.Request.URL.Path, Body: requestBody(c)})
+			Method: c.Request.Method, Path: c.Request.URL.Path, Body: requestBody(c)}, s.prefetch(c))
 	}
 	if err != nil {
 		if reason := deviceproof.ReasonOf(err); reason != "" {
@@ -239,6 +241,31 @@ func (s *Server) deviceAuth(c *gin.Context) {
 	}
 	c.Set(ctxDevice, d)
 	c.Next()
+}
+
+// prefetch returns, for the phone's reads of its challenges, the read that
+// rides on the proof check's pipeline (one round trip for both); the
+// handler finds it under ctxPrefetch.
+func (s *Server) prefetch(c *gin.Context) func(p redis.Pipeliner, subject string) {
+	ctx := c.Request.Context()
+	switch c.FullPath() {
+	case "/api/v1/device/challenges":
+		return func(p redis.Pipeliner, subject string) {
+			c.Set(ctxPrefetch, s.challenges.PrefetchPending(ctx, p, subject))
+		}
+	case "/api/v1/device/challenges/:challenge_id":
+		return func(p redis.Pipeliner, subject string) {
+			c.Set(ctxPrefetch, s.challenges.PrefetchChallenge(ctx, p, subject, c.Param("challenge_id")))
+		}
+	}
+	return nil
+}
+
+// prefetched is the read prefetch queued for this request, or nil.
+func prefetched(c *gin.Context) *challenge.Prefetch {
+	v, _ := c.Get(ctxPrefetch)
+	pre, _ := v.(*challenge.Prefetch)
+	return pre
 }
 
 // openAPIPath turns gin's ":name" segments into OpenAPI's "{name}".

@@ -470,16 +470,46 @@ func flatMap(vals []string) map[string]string {
 	return m
 }
 
+// Prefetch is a phone's read of its practitioner's side of their logins,
+// queued on the pipeline of the request's proof check
+// (enrollment.Service.AuthenticateRequest): both are one round trip, on the
+// practitioner's hash tag. Its result is used only once the proof is
+// accepted.
+type Prefetch struct {
+	subject     string
+	challengeID string
+	all         *redis.MapStringStringCmd // Pending
+	one         *redis.StringCmd          // ChallengeFor
+}
+
+// PrefetchPending queues Pending's read on p.
+func (s *Service) PrefetchPending(ctx context.Context, p redis.Pipeliner, subject string) *Prefetch {
+	return &Prefetch{subject: subject, all: p.HGetAll(ctx, s.keys.logins(subject))}
+}
+
+// PrefetchChallenge queues ChallengeFor's read on p.
+func (s *Service) PrefetchChallenge(ctx context.Context, p redis.Pipeliner, subject, challengeID string) *Prefetch {
+	return &Prefetch{subject: subject, challengeID: challengeID,
+		one: p.HGet(ctx, s.keys.logins(subject), "p:"+challengeID)}
+}
+
 // ChallengeFor returns a practitioner's challenge, from their side of it
-// (one read on their hash tag). Another practitioner's is ErrNotFound; an
-// ended one ErrConflict (decided, cancelled) or ErrGone, found by a second
-// read, of the authentication itself, on that path only.
-func (s *Service) ChallengeFor(ctx context.Context, subject, challengeID string) (Challenge, error) {
+// (one read on their hash tag, or pre's when it is that read). Another
+// practitioner's is ErrNotFound; an ended one ErrConflict (decided,
+// cancelled) or ErrGone, found by a second read, of the authentication
+// itself, on that path only.
+func (s *Service) ChallengeFor(ctx context.Context, subject, challengeID string, pre *Prefetch) (Challenge, error) {
 	tag, ok := challengeTag(challengeID)
 	if !ok {
 		return Challenge{}, ErrNotFound
 	}
-	v, err := s.rdb.HGet(ctx, s.keys.logins(subject), "p:"+challengeID).Result()
+	var cmd *redis.StringCmd
+	if pre != nil && pre.one != nil && pre.subject == subject && pre.challengeID == challengeID {
+		cmd = pre.one
+	} else {
+		cmd = s.rdb.HGet(ctx, s.keys.logins(subject), "p:"+challengeID)
+	}
+	v, err := cmd.Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return Challenge{}, fmt.Errorf("challenge: %w", err)
 	}
@@ -501,9 +531,15 @@ func (s *Service) ChallengeFor(ctx context.Context, subject, challengeID string)
 }
 
 // Pending lists a practitioner's pending challenges, oldest first: one read
-// of their side of their logins.
-func (s *Service) Pending(ctx context.Context, subject string) ([]Challenge, error) {
-	h, err := s.rdb.HGetAll(ctx, s.keys.logins(subject)).Result()
+// of their side of their logins (pre's, when it is that read).
+func (s *Service) Pending(ctx context.Context, subject string, pre *Prefetch) ([]Challenge, error) {
+	var cmd *redis.MapStringStringCmd
+	if pre != nil && pre.all != nil && pre.subject == subject {
+		cmd = pre.all
+	} else {
+		cmd = s.rdb.HGetAll(ctx, s.keys.logins(subject))
+	}
+	h, err := cmd.Result()
 	if err != nil {
 		return nil, fmt.Errorf("pending: %w", err)
 	}

@@ -600,7 +600,13 @@ func (s *Service) ClearPushToken(ctx context.Context, deviceID, deadToken, reaso
 // AuthenticateRequest verifies the request proof of a /api/v1/device/ call
 // and returns the active device that signed it. A rejection is a
 // *deviceproof.Error whose Reason says why; other errors are storage errors.
-func (s *Service) AuthenticateRequest(ctx context.Context, compact string, req deviceproof.Request) (Device, error) {
+//
+// read, when given, queues the request's own reads of the device's
+// practitioner (keys on their hash tag, as the proof check's) on the proof
+// check's pipeline: one round trip for both. Their results are for the
+// caller to use only when the proof is accepted.
+func (s *Service) AuthenticateRequest(ctx context.Context, compact string, req deviceproof.Request,
+	read func(p redis.Pipeliner, subject string)) (Device, error) {
 	tok, err := deviceproof.Parse(compact, deviceproof.TypRequest)
 	if err != nil {
 		return Device{}, err
@@ -619,9 +625,20 @@ func (s *Service) AuthenticateRequest(ctx context.Context, compact string, req d
 	if err != nil {
 		return Device{}, err
 	}
-	raw, err := touchScript.Run(ctx, s.rdb,
-		[]string{s.keys.devices(ptr.Subject), s.keys.jti(ptr.Subject, tok.KeyID, claims.JTI)},
-		tok.KeyID, s.now().Format(time.RFC3339), (2 * s.opts.ProofMaxSkew).Milliseconds(), token.New(12)).Text()
+	var touch *redis.Cmd
+	op := token.New(12) // the same for go-redis's resends of this pipeline
+	err = scripts.Exec(ctx, s.rdb, []*redis.Script{touchScript}, func(p redis.Pipeliner) {
+		touch = touchScript.EvalSha(ctx, p,
+			[]string{s.keys.devices(ptr.Subject), s.keys.jti(ptr.Subject, tok.KeyID, claims.JTI)},
+			tok.KeyID, s.now().Format(time.RFC3339), (2 * s.opts.ProofMaxSkew).Milliseconds(), op)
+		if read != nil {
+			read(p, ptr.Subject)
+		}
+	})
+	if err != nil {
+		return Device{}, fmt.Errorf("device proof: %w", err)
+	}
+	raw, err := touch.Text()
 	if err != nil {
 		return Device{}, fmt.Errorf("device proof: %w", err)
 	}

@@ -108,22 +108,22 @@ func TestInteropRequestProofs(t *testing.T) {
 	for _, p := range v.RequestProofs {
 		req := deviceproof.Request{Method: p.Method, Path: p.Path, Body: []byte(p.Body)}
 		f.now.Store(time.Unix(v.Now, 0).Add(3 * time.Minute).UnixNano())
-		if _, err := f.svc.AuthenticateRequest(ctx, p.JWS, req); deviceproof.ReasonOf(err) != deviceproof.ReasonSkew {
+		if _, err := f.svc.AuthenticateRequest(ctx, p.JWS, req, nil); deviceproof.ReasonOf(err) != deviceproof.ReasonSkew {
 			t.Fatalf("%s %s three minutes later: %v, want skew", p.Method, p.Path, err)
 		}
 		f.now.Store(time.Unix(v.Now, 0).Add(-3 * time.Minute).UnixNano())
-		if _, err := f.svc.AuthenticateRequest(ctx, p.JWS, req); deviceproof.ReasonOf(err) != deviceproof.ReasonSkew {
+		if _, err := f.svc.AuthenticateRequest(ctx, p.JWS, req, nil); deviceproof.ReasonOf(err) != deviceproof.ReasonSkew {
 			t.Fatalf("%s %s three minutes earlier: %v, want skew", p.Method, p.Path, err)
 		}
 		f.now.Store(time.Unix(v.Now, 0).Add(10 * time.Second).UnixNano())
-		d, err := f.svc.AuthenticateRequest(ctx, p.JWS, req)
+		d, err := f.svc.AuthenticateRequest(ctx, p.JWS, req, nil)
 		if err != nil {
 			t.Fatalf("%s %s at now: %v", p.Method, p.Path, err)
 		}
 		if d.DeviceID != v.DeviceID || d.LastUsedAt == nil {
 			t.Fatalf("device %+v", d)
 		}
-		if _, err := f.svc.AuthenticateRequest(ctx, p.JWS, req); deviceproof.ReasonOf(err) != deviceproof.ReasonReplay {
+		if _, err := f.svc.AuthenticateRequest(ctx, p.JWS, req, nil); deviceproof.ReasonOf(err) != deviceproof.ReasonReplay {
 			t.Fatalf("replay: %v", err)
 		}
 	}
@@ -211,11 +211,11 @@ func TestRoundTrips(t *testing.T) {
 			"iat": now.Unix(), "jti": newOpaque(), "bh": deviceproof.BodyHash(nil)})
 	}
 	r := deviceproof.Request{Method: "GET", Path: "/api/v1/device/devices"}
-	if _, err := f.svc.AuthenticateRequest(ctx, proof(), r); err != nil { // warms the key cache
+	if _, err := f.svc.AuthenticateRequest(ctx, proof(), r, nil); err != nil { // warms the key cache
 		t.Fatal(err)
 	}
 	f.trips.Reset()
-	if _, err := f.svc.AuthenticateRequest(ctx, proof(), r); err != nil {
+	if _, err := f.svc.AuthenticateRequest(ctx, proof(), r, nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := f.trips.N(); n != 1 {
