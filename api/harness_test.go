@@ -149,7 +149,7 @@ func (e *env) newReplica() *replica {
 	}
 	challenges := challenge.New(e.rdb, log, sender, enrol, hub, chOpts)
 	srv, err := New(Options{
-		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Logger: slog.New(slog.NewJSONHandler(debugLog(), nil)),
 		Clients: []Client{
 			{ID: "idp", Name: "Test IdP", SecretSHA256: sum(testClientSecret), Scopes: []string{"authentication"},
 				RedirectURIs: []string{"https://idp.test/cb"}},

@@ -21,8 +21,9 @@
 // its own: its decision takes three steps, each safe to run again (the
 // decision on the login's tag, then its audit and counters on the
 // practitioner's, then "audited" and the wake-up). Either way no result is
-// readable before its audit entry exists. With redis.min_replicas_ack, or for
-// a Keycloak login (its callback is queued first), "audited" is set by a later
+// readable before its audit entry exists. With redis.min_replicas_ack every
+// decision takes the three steps, each acknowledged by replicas; for a
+// Keycloak login (its callback is queued first) "audited" is set by a later
 // step.
 //
 // Identifiers: auth_req_id (the IdP's), challenge_id (the phone's), login_id
