@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// Send queues the pushes: one Redis round trip, never a wait on the
-// provider. The jobs of one login are queued once: a retried Send (go-redis
+// Send queues the pushes: one Redis round trip per login (a script on the
+// login's shard), never a wait on the provider. The jobs of one login are queued once: a retried Send (go-redis
 // retries a command whose connection failed) adds nothing.
 func (q *Queue) Send(ctx context.Context, jobs []Job) error {
 	now := q.opts.Now()
@@ -38,7 +38,8 @@ func (q *Queue) Send(ctx context.Context, jobs []Job) error {
 		for _, j := range js {
 			args = append(args, j.ChallengeID, j.DeviceID, j.Token, j.ExpiresAt.UnixMilli(), now.UnixMilli())
 		}
-		n, err := enqueueScript.Run(ctx, q.rdb, []string{q.keys.stream(), q.keys.enqueued(c)}, args...).Int()
+		shard := q.keys.shard(c)
+		n, err := enqueueScript.Run(ctx, q.rdb, []string{q.keys.stream(shard), q.keys.enqueued(shard, c)}, args...).Int()
 		if err != nil {
 			return fmt.Errorf("push enqueue: %w", err)
 		}

@@ -10,16 +10,17 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// housekeeper renews this replica's leases, takes over pushes left by
-// stopped replicas, trims the stream and measures it.
+// housekeeper renews this replica's leases, measures and trims the shards,
+// takes over pushes left by stopped replicas, and drains the stream of the
+// versions before the shards.
 func (q *Queue) housekeeper(ctx context.Context) {
 	tick := time.NewTicker(q.opts.Housekeep)
 	defer tick.Stop()
 	rounds := 0
 	for {
 		q.renew(ctx)
-		q.reclaim(ctx)
-		q.measure(ctx)
+		q.reclaim(ctx, q.measure(ctx))
+		q.drainLegacy(ctx)
 		if rounds%60 == 0 {
 			q.dropIdleConsumers(ctx)
 		}
@@ -32,24 +33,36 @@ func (q *Queue) housekeeper(ctx context.Context) {
 	}
 }
 
-// renew resets the idle time of the entries held for a while, so that no
-// other replica takes them over; those another replica already took are
-// marked lost.
-func (q *Queue) renew(ctx context.Context) {
-	limit := time.Now().Add(-q.opts.ClaimAfter / 3)
+// heldByStream groups held tasks' entry ids by stream; only those that
+// keep(t).
+func (q *Queue) heldByStream(keep func(*task) bool) map[string][]*task {
 	q.mu.Lock()
-	var ids []any
-	for id, t := range q.held {
-		if t.leased.Before(limit) {
-			ids = append(ids, id)
+	defer q.mu.Unlock()
+	out := map[string][]*task{}
+	for _, t := range q.held {
+		if keep(t) {
+			out[t.stream] = append(out[t.stream], t)
 		}
 	}
-	q.mu.Unlock()
-	if len(ids) == 0 {
-		return
+	return out
+}
+
+// renew resets the idle time of the entries held for a while, so that no
+// other replica takes them over; those another replica already took are
+// marked lost. One script per stream where such entries are held.
+func (q *Queue) renew(ctx context.Context) {
+	limit := time.Now().Add(-q.opts.ClaimAfter / 3)
+	for stream, tasks := range q.heldByStream(func(t *task) bool { return t.leased.Before(limit) }) {
+		q.renewStream(ctx, stream, tasks)
 	}
-	args := append([]any{group, q.opts.Consumer}, ids...)
-	kept, err := renewScript.Run(ctx, q.rdb, []string{q.keys.stream()}, args...).StringSlice()
+}
+
+func (q *Queue) renewStream(ctx context.Context, stream string, tasks []*task) {
+	args := []any{group, q.opts.Consumer}
+	for _, t := range tasks {
+		args = append(args, t.id)
+	}
+	kept, err := renewScript.Run(ctx, q.rdb, []string{stream}, args...).StringSlice()
 	if err != nil {
 		if ctx.Err() == nil {
 			q.log.Warn("push: cannot renew leases", "err", err)
@@ -63,9 +76,8 @@ func (q *Queue) renew(ctx context.Context) {
 	now := time.Now()
 	q.mu.Lock()
 	var lost []*task
-	for _, id := range ids {
-		t, ok := q.held[id.(string)]
-		if !ok {
+	for _, t := range tasks {
+		if _, ok := q.held[t.ref()]; !ok {
 			continue
 		}
 		if keep[t.id] {
@@ -84,15 +96,22 @@ func (q *Queue) renew(ctx context.Context) {
 }
 
 // reclaim takes over pushes that another replica took and left idle for
-// ClaimAfter (it died); they are attempted at once.
-func (q *Queue) reclaim(ctx context.Context) {
+// ClaimAfter (it died) in streams (those with pending entries); they are
+// attempted at once.
+func (q *Queue) reclaim(ctx context.Context, streams []string) {
+	for _, s := range streams {
+		q.reclaimStream(ctx, s)
+	}
+}
+
+func (q *Queue) reclaimStream(ctx context.Context, stream string) {
 	start := "0-0"
 	for {
 		room := q.opts.MaxHeld - q.heldCount()
 		if room <= 0 {
 			return
 		}
-		msgs, next, err := q.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: q.keys.stream(), Group: group,
+		msgs, next, err := q.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: stream, Group: group,
 			Consumer: q.opts.Consumer, MinIdle: q.opts.ClaimAfter, Start: start, Count: int64(min(room, 100))}).Result()
 		if err != nil {
 			if ctx.Err() == nil && !isNoGroup(err) {
@@ -101,7 +120,7 @@ func (q *Queue) reclaim(ctx context.Context) {
 			return
 		}
 		for _, msg := range msgs {
-			if t := q.hold(msg); t != nil {
+			if t := q.hold(stream, msg); t != nil {
 				q.m.reclaimed.Inc()
 				q.log.Info("push taken over from a stopped replica", "challenge_id", t.job.ChallengeID, "device_id", t.job.DeviceID)
 				at := time.Now()
@@ -118,28 +137,79 @@ func (q *Queue) reclaim(ctx context.Context) {
 	}
 }
 
-// measure trims entries past Retention and sets the queue gauges.
-func (q *Queue) measure(ctx context.Context) {
+// measure sets the queue gauges, summed over the shards (the oldest entry:
+// the oldest of all), trims the shards whose oldest entry is past
+// Retention, and returns the shards with pending entries: the only ones
+// where a stopped replica can have left pushes. Two commands per shard
+// (XINFO STREAM, XPENDING), in one pipeline; XTRIM only where there is
+// something to trim.
+func (q *Queue) measure(ctx context.Context) []string {
 	now := q.opts.Now()
+	minMS := now.Add(-q.opts.Retention).UnixMilli()
+	streams := q.keys.streams()
 	p := q.rdb.Pipeline()
-	p.XTrimMinIDApprox(ctx, q.keys.stream(), strconv.FormatInt(now.Add(-q.opts.Retention).UnixMilli(), 10), 0)
-	depth := p.XLen(ctx, q.keys.stream())
-	pend := p.XPending(ctx, q.keys.stream(), group)
-	first := p.XRangeN(ctx, q.keys.stream(), "-", "+", 1)
-	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && !isNoGroup(err) {
-		return
+	infos := make([]*redis.XInfoStreamCmd, len(streams))
+	pends := make([]*redis.XPendingCmd, len(streams))
+	for i, s := range streams {
+		infos[i] = p.XInfoStream(ctx, s)
+		pends[i] = p.XPending(ctx, s, group)
 	}
-	q.m.depth.Set(float64(depth.Val()))
-	if pend.Err() == nil {
-		q.m.pending.Set(float64(pend.Val().Count))
-	}
+	_, _ = p.Exec(ctx) // each command's error below
+	var depth, pending int64
+	var withPending, trim []string
 	age := 0.0
-	if msgs := first.Val(); len(msgs) > 0 {
-		if ms, err := strconv.ParseInt(strings.SplitN(msgs[0].ID, "-", 2)[0], 10, 64); err == nil {
-			age = max(0, now.Sub(time.UnixMilli(ms)).Seconds())
+	failed := false
+	for i, s := range streams {
+		info, err := infos[i].Result()
+		switch {
+		case isNoSuchKey(err): // expired: nothing queued there for 24 h
+		case err != nil:
+			failed = true
+		default:
+			depth += info.Length
+			if ms, ok := idMillis(info.FirstEntry.ID); ok && info.Length > 0 {
+				age = max(age, now.Sub(time.UnixMilli(ms)).Seconds())
+				if ms < minMS {
+					trim = append(trim, s)
+				}
+			}
+		}
+		pe, err := pends[i].Result()
+		switch {
+		case isNoGroup(err):
+		case err != nil:
+			failed = true
+		default:
+			pending += pe.Count
+			if pe.Count > 0 {
+				withPending = append(withPending, s)
+			}
 		}
 	}
-	q.m.oldest.Set(age)
+	if len(trim) > 0 {
+		p := q.rdb.Pipeline()
+		for _, s := range trim {
+			p.XTrimMinIDApprox(ctx, s, strconv.FormatInt(minMS, 10), 0)
+		}
+		_, _ = p.Exec(ctx)
+	}
+	if !failed {
+		q.m.depth.Set(float64(depth))
+		q.m.pending.Set(float64(pending))
+		q.m.oldest.Set(age)
+	}
+	return withPending
+}
+
+// isNoSuchKey: XINFO STREAM of a stream that does not exist.
+func isNoSuchKey(err error) bool {
+	return err != nil && !errors.Is(err, redis.Nil) && strings.Contains(err.Error(), "no such key")
+}
+
+// idMillis is the time part of a stream entry id.
+func idMillis(id string) (int64, bool) {
+	ms, err := strconv.ParseInt(strings.SplitN(id, "-", 2)[0], 10, 64)
+	return ms, err == nil && id != ""
 }
 
 // consumerForget: a consumer idle this long with nothing pending is removed
@@ -147,13 +217,15 @@ func (q *Queue) measure(ctx context.Context) {
 const consumerForget = time.Hour
 
 func (q *Queue) dropIdleConsumers(ctx context.Context) {
-	cs, err := q.rdb.XInfoConsumers(ctx, q.keys.stream(), group).Result()
-	if err != nil {
-		return
-	}
-	for _, c := range cs {
-		if c.Name != q.opts.Consumer && c.Pending == 0 && c.Idle > consumerForget {
-			_ = q.rdb.XGroupDelConsumer(ctx, q.keys.stream(), group, c.Name).Err()
+	for _, s := range q.keys.streams() {
+		cs, err := q.rdb.XInfoConsumers(ctx, s, group).Result()
+		if err != nil {
+			continue
+		}
+		for _, c := range cs {
+			if c.Name != q.opts.Consumer && c.Pending == 0 && c.Idle > consumerForget {
+				_ = q.rdb.XGroupDelConsumer(ctx, s, group, c.Name).Err()
+			}
 		}
 	}
 }
@@ -162,44 +234,43 @@ func (q *Queue) dropIdleConsumers(ctx context.Context) {
 // stops, so that another replica sends it at once rather than after
 // ClaimAfter, or, for a push waiting for a retry (backoff, Retry-After), at
 // the time of its next attempt. Pushes already past their expiry are dropped
-// instead.
+// instead. Each push goes back to the stream it came from (one script per
+// stream: a copy added, the original acknowledged and deleted, atomically).
 func (q *Queue) releaseHeld() {
+	byStream := q.heldByStream(func(t *task) bool { return !t.lost })
 	q.mu.Lock()
-	var tasks []*task
-	for _, t := range q.held {
-		if !t.lost {
-			tasks = append(tasks, t)
-		}
-	}
-	q.held = map[string]*task{}
+	q.held = map[entryRef]*task{}
 	q.retry = nil
 	q.mu.Unlock()
-	if len(tasks) == 0 {
-		return
-	}
 	now := q.opts.Now()
-	args := []any{group, q.opts.Consumer}
-	for _, t := range tasks {
-		if t.job.ExpiresAt.Sub(now) < q.opts.MinTTL {
-			q.giveUp(t)
-			continue
-		}
-		var notBefore int64 // none: send at once
-		if d := time.Until(t.next); d > 0 {
-			notBefore = (now.Add(d).UnixNano() + int64(time.Millisecond) - 1) / int64(time.Millisecond) // never earlier
-		}
-		args = append(args, t.id, t.job.ChallengeID, t.job.DeviceID, t.job.Token, t.job.ExpiresAt.UnixMilli(),
-			t.enqueued.UnixMilli(), t.attempts, notBefore)
-	}
-	if len(args) == 2 {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	n, err := releaseScript.Run(ctx, q.rdb, []string{q.keys.stream()}, args...).Int()
-	if err != nil {
-		q.log.Warn("push: cannot hand pushes back on stop; another replica takes them over later", "err", err)
-		return
+	handed := 0
+	for stream, tasks := range byStream {
+		args := []any{group, q.opts.Consumer}
+		for _, t := range tasks {
+			if t.job.ExpiresAt.Sub(now) < q.opts.MinTTL {
+				q.giveUp(t)
+				continue
+			}
+			var notBefore int64 // none: send at once
+			if d := time.Until(t.next); d > 0 {
+				notBefore = (now.Add(d).UnixNano() + int64(time.Millisecond) - 1) / int64(time.Millisecond) // never earlier
+			}
+			args = append(args, t.id, t.job.ChallengeID, t.job.DeviceID, t.job.Token, t.job.ExpiresAt.UnixMilli(),
+				t.enqueued.UnixMilli(), t.attempts, notBefore)
+		}
+		if len(args) == 2 {
+			continue
+		}
+		n, err := releaseScript.Run(ctx, q.rdb, []string{stream}, args...).Int()
+		if err != nil {
+			q.log.Warn("push: cannot hand pushes back on stop; another replica takes them over later", "err", err)
+			continue
+		}
+		handed += n
 	}
-	q.log.Info("push: handed held pushes back to the queue", "n", n)
+	if handed > 0 {
+		q.log.Info("push: handed held pushes back to the queue", "n", handed)
+	}
 }

@@ -27,6 +27,11 @@ type QueueOptions struct {
 	// Consumer is this replica's name in the consumer group; default
 	// <hostname>-<random>, new at each start.
 	Consumer string
+	// Shards is the number of streams the queue is spread over (a login's
+	// pushes go to one, chosen from its challenge id); default
+	// DefaultShards. Every replica must use the same number: a replica reads
+	// only the shards it knows. Each replica reads every shard.
+	Shards int
 	// Concurrency is the number of sends in flight per replica; default 32.
 	Concurrency int
 	// AttemptTimeout bounds one send attempt; default 10 s.
@@ -79,6 +84,7 @@ func (o *QueueOptions) defaults() {
 			*i = v
 		}
 	}
+	defInt(&o.Shards, DefaultShards)
 	defInt(&o.Concurrency, 32)
 	defDur(&o.AttemptTimeout, 10*time.Second)
 	defDur(&o.ClaimAfter, 30*time.Second)
@@ -115,8 +121,16 @@ func (o *QueueOptions) defaults() {
 	}
 }
 
-// streamTTL: the stream expires this long after its last enqueue.
+// streamTTL: a shard's stream expires this long after its last enqueue.
 const streamTTL = 24 * time.Hour
+
+// DefaultShards is the default number of shard streams. On a Cluster the
+// shards are spread over the masters by their hash tags: 16 puts a few on
+// each of 3 to 6 masters and one on each of up to 16, while each costs a
+// replica little when idle (one blocking read per Block on a Cluster, two
+// commands per Housekeep). It is also the number of the wake-up channels
+// ({auth-events:0..15}).
+const DefaultShards = 16
 
 // Queue is the durable push queue: Send records a login's pushes in a Redis
 // stream; Run, in every replica, sends them through the Provider. See the
@@ -132,18 +146,18 @@ type Queue struct {
 	health   *health
 
 	mu    sync.Mutex
-	held  map[string]*task // entry id -> task this replica holds
-	retry taskHeap         // held tasks waiting for their next attempt
+	held  map[entryRef]*task // entry -> task this replica holds
+	retry taskHeap           // held tasks waiting for their next attempt
 	wake  chan struct{}
-	acks  chan string
+	acks  chan entryRef
 }
 
 // NewQueue returns a queue sending through provider; tokens clears dead tokens.
 func NewQueue(rdb redis.UniversalClient, provider Provider, tokens TokenClearer, opts QueueOptions) *Queue {
 	opts.defaults()
-	return &Queue{rdb: rdb, provider: provider, tokens: tokens, keys: keys{opts.KeyPrefix}, opts: opts,
+	return &Queue{rdb: rdb, provider: provider, tokens: tokens, keys: newKeys(opts.KeyPrefix, opts.Shards), opts: opts,
 		log: opts.Logger, m: opts.Metrics, health: newHealth(opts.Logger, opts.Metrics),
-		held: map[string]*task{}, wake: make(chan struct{}, 1)}
+		held: map[entryRef]*task{}, wake: make(chan struct{}, 1)}
 }
 
 // Status is the provider's health as this replica sees it, for /readyz.
@@ -152,8 +166,12 @@ func (q *Queue) Status() Status { return q.health.status(q.opts.Provider) }
 // Consumer is this replica's name in the consumer group.
 func (q *Queue) Consumer() string { return q.opts.Consumer }
 
+// entryRef names one stream entry: ids are unique in their stream only.
+type entryRef struct{ stream, id string }
+
 // task is one push held by this replica.
 type task struct {
+	stream   string // the shard's stream (or the legacy stream) it was read from
 	id       string
 	job      Job
 	enqueued time.Time // the login's creation, for the delivery latency
@@ -165,11 +183,13 @@ type task struct {
 	index    int       // in the retry heap, -1 when not there
 }
 
+func (t *task) ref() entryRef { return entryRef{t.stream, t.id} }
+
 // Run sends queued pushes until ctx ends, then stops gracefully: attempts in
 // flight finish (each within AttemptTimeout), pushes waiting for a retry go
 // back to the queue for another replica, and acknowledgements are flushed.
 func (q *Queue) Run(ctx context.Context) {
-	q.acks = make(chan string, 8192)
+	q.acks = make(chan entryRef, 8192)
 	ackDone := make(chan struct{})
 	go func() { defer close(ackDone); q.acker() }()
 
@@ -184,10 +204,13 @@ func (q *Queue) Run(ctx context.Context) {
 			}
 		}()
 	}
-	if q.ensureGroup(ctx) {
+	if q.ensureGroup(ctx, q.keys.streams()) {
 		var feeders sync.WaitGroup
-		feeders.Add(3)
-		go func() { defer feeders.Done(); q.reader(ctx, ready) }()
+		for _, streams := range q.readSets() {
+			feeders.Add(1)
+			go func() { defer feeders.Done(); q.reader(ctx, ready, streams) }()
+		}
+		feeders.Add(2)
 		go func() { defer feeders.Done(); q.scheduler(ctx, ready) }()
 		go func() { defer feeders.Done(); q.housekeeper(ctx) }()
 		feeders.Wait()

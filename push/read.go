@@ -11,13 +11,32 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// ensureGroup creates the consumer group (and the stream) if needed,
-// retrying while Redis is unreachable. False when ctx ended first.
-func (q *Queue) ensureGroup(ctx context.Context) bool {
-	for {
-		err := q.rdb.XGroupCreateMkStream(ctx, q.keys.stream(), group, "0").Err()
+// readSets are the streams that each reader reads in one XREADGROUP. A
+// Cluster refuses a command over keys of different slots, and go-redis's
+// Ring sends it to the first key's node: there each shard has a blocking
+// reader of its own (one connection each, blocked in Redis). One Redis
+// (standalone, Sentinel: a *redis.Client) takes every shard in one
+// XREADGROUP: one reader and one connection, as before the shards.
+func (q *Queue) readSets() [][]string {
+	streams := q.keys.streams()
+	if _, ok := q.rdb.(*redis.Client); ok {
+		return [][]string{streams}
+	}
+	sets := make([][]string, len(streams))
+	for i, s := range streams {
+		sets[i] = []string{s}
+	}
+	return sets
+}
+
+// ensureGroup creates the consumer group (and the stream) of each stream if
+// needed, retrying while Redis is unreachable. False when ctx ended first.
+func (q *Queue) ensureGroup(ctx context.Context, streams []string) bool {
+	for i := 0; i < len(streams); {
+		err := q.rdb.XGroupCreateMkStream(ctx, streams[i], group, "0").Err()
 		if err == nil || strings.HasPrefix(err.Error(), "BUSYGROUP") {
-			return true
+			i++
+			continue
 		}
 		if ctx.Err() != nil {
 			return false
@@ -27,6 +46,7 @@ func (q *Queue) ensureGroup(ctx context.Context) bool {
 			return false
 		}
 	}
+	return true
 }
 
 func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOGROUP") }
@@ -34,9 +54,15 @@ func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Erro
 // isUnblocked: the stream was deleted while XREADGROUP blocked on it.
 func isUnblocked(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "UNBLOCKED") }
 
-// reader takes new pushes from the stream and hands them to the senders; it
-// blocks while they are all busy (the pushes wait in Redis meanwhile).
-func (q *Queue) reader(ctx context.Context, ready chan<- *task) {
+// reader takes new pushes from streams (every shard, or one: readSets) and
+// hands them to the senders; it blocks while they are all busy (the pushes
+// wait in Redis meanwhile).
+func (q *Queue) reader(ctx context.Context, ready chan<- *task, streams []string) {
+	args := make([]string, 0, 2*len(streams))
+	args = append(args, streams...)
+	for range streams {
+		args = append(args, ">")
+	}
 	failures := 0
 	for ctx.Err() == nil {
 		room := q.opts.MaxHeld - q.heldCount()
@@ -46,8 +72,10 @@ func (q *Queue) reader(ctx context.Context, ready chan<- *task) {
 			}
 			continue
 		}
-		streams, err := q.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: q.opts.Consumer,
-			Streams: []string{q.keys.stream(), ">"}, Count: int64(min(q.opts.Batch, room)), Block: q.opts.Block}).Result()
+		// COUNT is per stream: one read over n shards takes up to n
+		// batches, MaxHeld is exceeded by that much at most.
+		read, err := q.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: q.opts.Consumer,
+			Streams: args, Count: int64(min(q.opts.Batch, room)), Block: q.opts.Block}).Result()
 		if errors.Is(err, redis.Nil) {
 			continue
 		}
@@ -56,7 +84,7 @@ func (q *Queue) reader(ctx context.Context, ready chan<- *task) {
 				return
 			}
 			if isNoGroup(err) || isUnblocked(err) { // the stream expired or was deleted
-				if !q.ensureGroup(ctx) {
+				if !q.ensureGroup(ctx, streams) {
 					return
 				}
 				continue
@@ -72,10 +100,10 @@ func (q *Queue) reader(ctx context.Context, ready chan<- *task) {
 		}
 		failures = 0
 		got := 0
-		for _, s := range streams {
+		for _, s := range read {
 			got += len(s.Messages)
 			for _, msg := range s.Messages {
-				t := q.hold(msg)
+				t := q.hold(s.Stream, msg)
 				if t == nil {
 					continue
 				}
@@ -100,16 +128,16 @@ func (q *Queue) reader(ctx context.Context, ready chan<- *task) {
 // malformed (acknowledged and dropped) or already held. An entry handed back
 // by a stopping replica while it waited for a retry carries the time before
 // which it must not be sent (w): the task's next is then that time.
-func (q *Queue) hold(msg redis.XMessage) *task {
+func (q *Queue) hold(stream string, msg redis.XMessage) *task {
 	str := func(k string) string { s, _ := msg.Values[k].(string); return s }
 	num := func(k string) int64 { n, _ := strconv.ParseInt(str(k), 10, 64); return n }
 	j := Job{ChallengeID: str("c"), DeviceID: str("d"), Token: str("t"), ExpiresAt: time.UnixMilli(num("x"))}
 	if j.ChallengeID == "" || j.Token == "" || num("x") == 0 {
 		q.log.Error("push: malformed queue entry dropped", "entry", msg.ID)
-		q.ack(msg.ID)
+		q.ack(entryRef{stream, msg.ID})
 		return nil
 	}
-	t := &task{id: msg.ID, job: j, enqueued: time.UnixMilli(num("n")), attempts: int(num("a")), leased: time.Now(), index: -1}
+	t := &task{stream: stream, id: msg.ID, job: j, enqueued: time.UnixMilli(num("n")), attempts: int(num("a")), leased: time.Now(), index: -1}
 	if w := num("w"); w > 0 {
 		if d := time.UnixMilli(w).Sub(q.opts.Now()); d > 0 {
 			t.next = time.Now().Add(d)
@@ -117,11 +145,11 @@ func (q *Queue) hold(msg redis.XMessage) *task {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if old, ok := q.held[msg.ID]; ok {
+	if old, ok := q.held[t.ref()]; ok {
 		old.leased = time.Now()
 		return nil
 	}
-	q.held[msg.ID] = t
+	q.held[t.ref()] = t
 	return t
 }
 
