@@ -188,6 +188,9 @@ func (t *task) ref() entryRef { return entryRef{t.stream, t.id} }
 // Run sends queued pushes until ctx ends, then stops gracefully: attempts in
 // flight finish (each within AttemptTimeout), pushes waiting for a retry go
 // back to the queue for another replica, and acknowledgements are flushed.
+// It reads every shard (readSets: one reader per shard on a Cluster, one
+// for all on one Redis) and feeds Concurrency senders; one housekeeper
+// renews, measures, takes over and drains the old stream for all shards.
 func (q *Queue) Run(ctx context.Context) {
 	q.acks = make(chan entryRef, 8192)
 	ackDone := make(chan struct{})
