@@ -206,4 +206,4 @@ check-ops: promtool
 test-topologies:
 	@$(DEPS) go redis
 	ECPS_TOPOLOGY_TESTS=1 $(TEST_REDIS) $(GO) test -race -count=1 -timeout 30m -v \
-		-run 'Topolog|Cluster|Sentinel|Failover|Fault|Linear|ReplicaKilled|AOF|KeySpread|Durable|LongPoll' ./api/ ./durable/ ./redistest/
+		-run 'Topolog|Cluster|Sentinel|Failover|Fault|Linear|ReplicaKilled|AOF|KeySpread|Durable|LongPoll' ./api/ ./durable/ ./redistest/ ./push/

@@ -245,8 +245,12 @@ func TestPushFCMDownLoginsCompleteByPolling(t *testing.T) {
 	e.clock.Advance(30 * time.Second) // past the expiry
 	eventually(t, 3*time.Second, "push not given up", func() bool { return gathered(t, e.reg, "ecps_push_failed_total") == 1 })
 	eventually(t, 3*time.Second, "queue not emptied", func() bool {
-		n, _ := e.rdb.XLen(context.Background(), e.prefix+"{push}:jobs").Result()
-		return n == 0
+		var total int64
+		for _, s := range push.StreamKeys(e.prefix, 0) {
+			n, _ := e.rdb.XLen(context.Background(), s).Result()
+			total += n
+		}
+		return total == 0
 	})
 	if len(e.fake.Received()) != 0 {
 		t.Fatal("received with FCM down")

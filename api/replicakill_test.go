@@ -94,12 +94,15 @@ func TestReplicaKilledDuringLongPollsAndPushes(t *testing.T) {
 	}
 	var logins []login
 	held := func(consumer string) int64 {
-		n, err := rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{Stream: prefix + "{push}:jobs",
-			Group: "senders", Start: "-", End: "+", Count: 100, Consumer: consumer}).Result()
-		if err != nil {
-			return 0
+		var total int64
+		for _, s := range push.StreamKeys(prefix, 0) {
+			n, err := rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{Stream: s,
+				Group: "senders", Start: "-", End: "+", Count: 100, Consumer: consumer}).Result()
+			if err == nil {
+				total += int64(len(n))
+			}
 		}
-		return int64(len(n))
+		return total
 	}
 	for i := 0; len(logins) < 6 || held("replica-0") == 0; i++ {
 		if i == 20 {

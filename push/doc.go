@@ -10,13 +10,21 @@
 //
 // # The queue
 //
-// Queue.Send records the login's pushes in one Redis stream ({push}:jobs) in
-// one round trip (a Lua script that also marks the login as queued, so a
-// retried enqueue adds nothing). Every replica runs Queue.Run: a member of
-// the consumer group "senders" that reads pushes, sends each with
-// Concurrency sends in flight at most, and acknowledges and deletes them in
-// batches. A push is durable from the moment the IdP gets its 201: if the
-// replica that created the login dies, any replica sends it.
+// The queue is Shards Redis streams (default 16), {push:<n>:<k>}:jobs, on
+// hash tags that a Cluster spreads over its masters (redis.go). Queue.Send
+// records a login's pushes in its shard, chosen from the challenge id, in
+// one round trip (a Lua script that also marks the login as queued in the
+// same slot, so a retried enqueue adds nothing). Every replica runs
+// Queue.Run: a member of the consumer group "senders" of every shard that
+// reads pushes (read.go: one blocking reader per shard on a Cluster, which
+// refuses a read across slots; one reader for all the shards on one Redis),
+// sends each with Concurrency sends in flight at most (attempt.go), and
+// acknowledges and deletes them in batches (ack.go). Leases, take-over,
+// trimming and the hand-back at a stop work on each push's own shard
+// (lease.go). A push is durable from the moment the IdP gets its 201: if
+// the replica that created the login dies, any replica sends it. The one
+// stream of the versions before the shards, {push}:jobs, is drained while it
+// exists (legacy.go).
 //
 // States of one push (one device of one login):
 //

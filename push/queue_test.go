@@ -73,10 +73,16 @@ type replica struct {
 
 func (e *qenv) start(opts QueueOptions) *replica {
 	e.t.Helper()
+	return e.startOn(e.rdb, opts)
+}
+
+// startOn runs a replica on a client of its own.
+func (e *qenv) startOn(rdb redis.UniversalClient, opts QueueOptions) *replica {
+	e.t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	q := NewQueue(e.rdb, e.fcm, e.tokens, opts)
+	q := NewQueue(rdb, e.fcm, e.tokens, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); q.Run(ctx) }()
@@ -95,12 +101,23 @@ func (e *qenv) start(opts QueueOptions) *replica {
 	return &replica{q: q, stop: stop}
 }
 
+// streamLen is the number of entries in every shard.
 func (e *qenv) streamLen() int64 {
-	n, err := e.rdb.XLen(context.Background(), e.prefix+"{push}:jobs").Result()
-	if err != nil {
-		e.t.Fatal(err)
+	var total int64
+	for _, s := range StreamKeys(e.prefix, 0) {
+		n, err := e.rdb.XLen(context.Background(), s).Result()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		total += n
 	}
-	return n
+	return total
+}
+
+// shardStream is the stream of a login's shard.
+func (e *qenv) shardStream(challengeID string) string {
+	k := newKeys(e.prefix, DefaultShards)
+	return k.stream(k.shard(challengeID))
 }
 
 // eventually polls cond for up to d.
@@ -350,16 +367,16 @@ func TestQueueTakeOverFromDeadReplica(t *testing.T) {
 	ctx := context.Background()
 	opts := e.fastOptions()
 	producer := NewQueue(e.rdb, e.fcm, e.tokens, opts)
-	if err := e.rdb.XGroupCreateMkStream(ctx, e.prefix+"{push}:jobs", group, "0").Err(); err != nil {
+	j := login(1, 1, time.Now().Add(time.Minute))[0]
+	if err := e.rdb.XGroupCreateMkStream(ctx, e.shardStream(j.ChallengeID), group, "0").Err(); err != nil {
 		t.Fatal(err)
 	}
-	j := login(1, 1, time.Now().Add(time.Minute))[0]
 	if err := producer.Send(ctx, []Job{j}); err != nil {
 		t.Fatal(err)
 	}
 	// The dying replica: takes the push, then nothing more.
 	taken, err := e.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: "dead-replica",
-		Streams: []string{e.prefix + "{push}:jobs", ">"}, Count: 10}).Result()
+		Streams: []string{e.shardStream(j.ChallengeID), ">"}, Count: 10}).Result()
 	if err != nil || len(taken[0].Messages) != 1 {
 		t.Fatalf("take: %v %v", taken, err)
 	}
@@ -458,7 +475,7 @@ func TestQueueStopKeepsRetryAfter(t *testing.T) {
 	}
 
 	// The copy in the stream carries the not-before time.
-	msgs, err := e.rdb.XRange(context.Background(), e.prefix+"{push}:jobs", "-", "+").Result()
+	msgs, err := e.rdb.XRange(context.Background(), e.shardStream(j.ChallengeID), "-", "+").Result()
 	if err != nil || len(msgs) != 1 {
 		t.Fatalf("stream after the stop: %v %v", msgs, err)
 	}
@@ -542,7 +559,9 @@ func TestQueueFCMDownNoLeak(t *testing.T) {
 	r2.stop()
 	fcm.Close()
 	eventually(t, 5*time.Second, "goroutines left", func() bool { return runtime.NumGoroutine() <= baseline })
-	if n, _ := e.rdb.XPending(context.Background(), e.prefix+"{push}:jobs", group).Result(); n.Count != 0 {
-		t.Fatalf("%d pending entries", n.Count)
+	for _, s := range StreamKeys(e.prefix, 0) {
+		if n, err := e.rdb.XPending(context.Background(), s, group).Result(); err == nil && n.Count != 0 {
+			t.Fatalf("%s: %d pending entries", s, n.Count)
+		}
 	}
 }

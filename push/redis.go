@@ -1,23 +1,108 @@
 package push
 
-import "github.com/redis/go-redis/v9"
+import (
+	"hash/fnv"
+	"strconv"
 
-// Key layout (docs/redis.md). Every key starts with the configured prefix and
-// carries the {push} hash tag, so that the scripts below touch one slot.
+	"github.com/redis/go-redis/v9"
+)
+
+// Key layout (docs/redis.md). Every key starts with the configured prefix.
+// The queue is Shards streams; a login's pushes and its marker carry the
+// hash tag of its shard n (FNV-1a of the challenge id mod Shards), so that
+// the enqueue script touches one slot. The tag is {push:<n>:<k>}, k the
+// smallest number that puts it in the n-th of Shards equal ranges of the
+// 16,384 slots: a Cluster whose masters hold equal slot ranges (as
+// `redis-cli --cluster create` makes them) gets an equal share of the shards
+// (16 over 3 masters: 5, 6, 5). Plain {push:0}..{push:15} would not: CRC16
+// puts them in four bunches (4, 4, 8 over 3 masters; none on 2 of 6).
 //
-//	{push}:jobs                 stream, one entry per push (fields c challenge_id,
-//	                            d device_id, t token, x expiry ms, n enqueue ms,
-//	                            a attempts before a hand-back, w not before ms:
-//	                            the retry a hand-back's push waited for); consumer group
-//	                            "senders". Entries are deleted when done; older
-//	                            than Retention they are trimmed (XADD/XTRIM MINID ~);
-//	                            the stream expires 24 h after its last enqueue.
-//	{push}:enq:<challenge_id>   string, "this login's pushes are queued": a retried
-//	                            enqueue adds nothing; TTL the login's life + 1 min
-type keys struct{ prefix string }
+//	{push:<n>:<k>}:jobs             stream, one entry per push (fields c challenge_id,
+//	                                d device_id, t token, x expiry ms, n enqueue ms,
+//	                                a attempts before a hand-back, w not before ms:
+//	                                the retry a hand-back's push waited for); consumer group
+//	                                "senders". Entries are deleted when done; older
+//	                                than Retention they are trimmed (XADD/XTRIM MINID ~);
+//	                                the stream expires 24 h after its last enqueue.
+//	{push:<n>:<k>}:enq:<challenge_id>
+//	                                string, "this login's pushes are queued": a retried
+//	                                enqueue adds nothing; TTL the login's life + 1 min
+//	{push}:jobs                     the single stream of the versions before the shards:
+//	                                only read (drained), never written, until it expires
+type keys struct {
+	prefix string
+	tags   []string // each shard's hash tag, braces included
+}
 
-func (k keys) stream() string                   { return k.prefix + "{push}:jobs" }
-func (k keys) enqueued(challenge string) string { return k.prefix + "{push}:enq:" + challenge }
+func newKeys(prefix string, shards int) keys {
+	k := keys{prefix: prefix, tags: make([]string, shards)}
+	for n := range shards {
+		lo, hi := n*clusterSlots/shards, (n+1)*clusterSlots/shards
+		for i := 0; ; i++ {
+			tag := "push:" + strconv.Itoa(n) + ":" + strconv.Itoa(i)
+			if s := slot(tag); s >= lo && s < hi {
+				k.tags[n] = "{" + tag + "}"
+				break
+			}
+		}
+	}
+	return k
+}
+
+func (k keys) stream(shard int) string { return k.prefix + k.tags[shard] + ":jobs" }
+func (k keys) enqueued(shard int, challenge string) string {
+	return k.prefix + k.tags[shard] + ":enq:" + challenge
+}
+
+// clusterSlots is the number of a Cluster's hash slots.
+const clusterSlots = 16384
+
+// slot is a Cluster's hash slot of a hash tag's content: CRC16 (XMODEM) mod
+// 16,384.
+func slot(tag string) int {
+	var crc uint16
+	for i := 0; i < len(tag); i++ {
+		crc ^= uint16(tag[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc) % clusterSlots
+}
+
+// legacyStream is the one stream of the versions before the shards.
+func (k keys) legacyStream() string { return k.prefix + "{push}:jobs" }
+
+// shard is the shard of a login: stable, so that a retried enqueue finds
+// its marker.
+func (k keys) shard(challenge string) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(challenge))
+	return int(h.Sum32() % uint32(len(k.tags)))
+}
+
+// streams are every shard's stream, shard 0 first.
+func (k keys) streams() []string {
+	out := make([]string, len(k.tags))
+	for i := range out {
+		out[i] = k.stream(i)
+	}
+	return out
+}
+
+// StreamKeys are the keys of the queue's shard streams for a key prefix and
+// a number of shards (0: the default), for tools and tests that look inside
+// the queue.
+func StreamKeys(keyPrefix string, shards int) []string {
+	if shards <= 0 {
+		shards = DefaultShards
+	}
+	return newKeys(keyPrefix, shards).streams()
+}
 
 // group is the consumer group of every replica's senders.
 const group = "senders"

@@ -17,12 +17,14 @@ import (
 
 	"github.com/ecps-sante/ecps/challenge"
 	"github.com/ecps-sante/ecps/keycloak"
+	"github.com/ecps-sante/ecps/push"
 )
 
 // fileConfig is the YAML file of the contract (PROTOCOL.md, Operations and
 // Keycloak CIBA channel), plus the keys this service adds: metrics_listen,
 // pprof, trusted_proxies, redis.key_prefix, redis.min_replicas_ack,
-// redis.replica_ack_timeout, push.fcm.timeout and push.fcm.concurrency.
+// redis.replica_ack_timeout, push.fcm.timeout, push.fcm.concurrency and
+// push.fcm.queue_shards.
 // Durations are strings here; validate turns them into a Config.
 type fileConfig struct {
 	Listen         string         `yaml:"listen"`
@@ -129,9 +131,12 @@ type fcmConfig struct {
 	CredentialsFile string `yaml:"credentials_file"`
 	Endpoint        string `yaml:"endpoint"`
 	// Timeout bounds one send attempt (default 10 s); Concurrency is the
-	// number of sends in flight per replica (default 32).
+	// number of sends in flight per replica (default 32); QueueShards is
+	// the number of streams the push queue is spread over (default 16,
+	// push.DefaultShards; the same on every replica).
 	Timeout     string `yaml:"timeout,omitempty"`
 	Concurrency int    `yaml:"concurrency,omitempty"`
+	QueueShards int    `yaml:"queue_shards,omitempty"`
 }
 
 type limitsConfig struct {
@@ -160,7 +165,7 @@ func defaults() fileConfig {
 		Listen:    ":8080",
 		PublicURL: "",
 		Redis:     redisConfig{KeyPrefix: "ecps:", ReplicaAckTimeout: "100ms"},
-		Push:      pushConfig{Provider: "log", FCM: fcmConfig{Timeout: "10s", Concurrency: 32}},
+		Push:      pushConfig{Provider: "log", FCM: fcmConfig{Timeout: "10s", Concurrency: 32, QueueShards: push.DefaultShards}},
 		Limits: limitsConfig{ActivationTTL: "10m", ActivationAttempts: 5, DevicesPerSubject: 5,
 			PendingPerSubject: 3, PushesPerSubject: 10, PushesWindow: "5m", DenialsBeforeBlock: 5,
 			BlockDuration: "15m", ClientRPS: 100, ProofMaxSkew: "60s", QRTokenTTL: "30s",
@@ -460,6 +465,9 @@ func validate(fc fileConfig) (Config, error) {
 		}
 		if n := fc.Push.FCM.Concurrency; n < 1 || n > 1024 {
 			bad("push.fcm.concurrency", "want 1..1024, got %d", n)
+		}
+		if n := fc.Push.FCM.QueueShards; n < 1 || n > 256 {
+			bad("push.fcm.queue_shards", "want 1..256, got %d", n)
 		}
 	default:
 		bad("push.provider", "want fcm, log or none, got %q", fc.Push.Provider)

@@ -84,7 +84,7 @@ func directoryCmd(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		fmt.Fprintln(stderr, err)
 		return exitConfig
 	}
-	rdb, err := newRedis(rc)
+	rdb, err := newRedis(rc, 0)
 	if err != nil {
 		fmt.Fprintln(stderr, "config: redis:", err)
 		return exitConfig

@@ -139,7 +139,7 @@ func checkConfig(args []string, stdout, stderr io.Writer, env func(string) strin
 // not nil, receives the main listener's address once it accepts connections.
 func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string) error {
 	redis.SetLogger(slogRedisLogger{log})
-	rdb, err := newRedis(cfg.File.Redis)
+	rdb, err := newRedis(cfg.File.Redis, pushReaders(cfg))
 	if err != nil {
 		return err
 	}
@@ -329,6 +329,7 @@ func newPushSender(ctx context.Context, cfg Config, rdb redis.UniversalClient, e
 	q := push.NewQueue(rdb, fcm, enrol, push.QueueOptions{
 		KeyPrefix:      cfg.File.Redis.KeyPrefix,
 		Provider:       "fcm",
+		Shards:         f.QueueShards,
 		Concurrency:    f.Concurrency,
 		AttemptTimeout: cfg.PushTimeout,
 		Logger:         log,
@@ -342,7 +343,7 @@ func newPushSender(ctx context.Context, cfg Config, rdb redis.UniversalClient, e
 		auth = "application default credentials"
 	}
 	log.Info("push: FCM", "project_id", f.ProjectID, "endpoint", f.Endpoint, "auth", auth,
-		"concurrency", f.Concurrency, "consumer", q.Consumer())
+		"concurrency", f.Concurrency, "queue_shards", f.QueueShards, "consumer", q.Consumer())
 	return q, q.Status, nil
 }
 

@@ -31,15 +31,22 @@ func TestConfigPushFCM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.PushTimeout != 10*time.Second || cfg.File.Push.FCM.Concurrency != 32 {
-		t.Fatalf("defaults: timeout %v concurrency %d", cfg.PushTimeout, cfg.File.Push.FCM.Concurrency)
+	if cfg.PushTimeout != 10*time.Second || cfg.File.Push.FCM.Concurrency != 32 || cfg.File.Push.FCM.QueueShards != 16 {
+		t.Fatalf("defaults: timeout %v concurrency %d queue_shards %d", cfg.PushTimeout, cfg.File.Push.FCM.Concurrency,
+			cfg.File.Push.FCM.QueueShards)
 	}
 	cfg, err = parseConfig([]byte(y), envOf(map[string]string{"ECPS_PUSH_FCM_TIMEOUT": "3s", "ECPS_PUSH_FCM_CONCURRENCY": "8"}))
 	if err != nil || cfg.PushTimeout != 3*time.Second || cfg.File.Push.FCM.Concurrency != 8 {
 		t.Fatalf("env overrides: %v %v %d", err, cfg.PushTimeout, cfg.File.Push.FCM.Concurrency)
 	}
-	_, err = parseConfig([]byte(y), envOf(map[string]string{"ECPS_PUSH_FCM_TIMEOUT": "2h", "ECPS_PUSH_FCM_CONCURRENCY": "0"}))
-	if err == nil || !strings.Contains(err.Error(), "push.fcm.timeout") || !strings.Contains(err.Error(), "push.fcm.concurrency") {
+	cfg, err = parseConfig([]byte(y), envOf(map[string]string{"ECPS_PUSH_FCM_QUEUE_SHARDS": "4"}))
+	if err != nil || cfg.File.Push.FCM.QueueShards != 4 || pushReaders(cfg) != 1 {
+		t.Fatalf("queue_shards from the environment: %v %d", err, cfg.File.Push.FCM.QueueShards)
+	}
+	_, err = parseConfig([]byte(y), envOf(map[string]string{"ECPS_PUSH_FCM_TIMEOUT": "2h", "ECPS_PUSH_FCM_CONCURRENCY": "0",
+		"ECPS_PUSH_FCM_QUEUE_SHARDS": "0"}))
+	if err == nil || !strings.Contains(err.Error(), "push.fcm.timeout") || !strings.Contains(err.Error(), "push.fcm.concurrency") ||
+		!strings.Contains(err.Error(), "push.fcm.queue_shards") {
 		t.Fatalf("bad values: %v", err)
 	}
 }

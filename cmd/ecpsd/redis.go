@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -19,8 +20,12 @@ func redisURLOptions(raw string) (*redis.Options, error) {
 
 // newRedis builds the one Redis client of the process: standalone from
 // redis.url, Cluster from redis.addrs, Sentinel from redis.sentinel.
-func newRedis(r redisConfig) (redis.UniversalClient, error) {
+// blocked connections stay blocked in Redis (the push queue's readers) and
+// are added to go-redis's default pool size (10 per CPU, per node on a
+// Cluster), so that requests never wait for a connection they hold.
+func newRedis(r redisConfig, blocked int) (redis.UniversalClient, error) {
 	opt := &redis.UniversalOptions{
+		PoolSize:              10*runtime.GOMAXPROCS(0) + blocked,
 		Password:              r.Password,
 		DialTimeout:           2 * time.Second,
 		ReadTimeout:           time.Second,
@@ -50,6 +55,18 @@ func newRedis(r redisConfig) (redis.UniversalClient, error) {
 		opt.Addrs = r.Sentinel.Addrs
 	}
 	return redis.NewUniversalClient(opt), nil
+}
+
+// pushReaders is the number of the push queue's blocking readers in this
+// process: one per shard on a Cluster, one for all on one Redis (push.Queue).
+func pushReaders(cfg Config) int {
+	switch {
+	case cfg.File.Push.Provider != "fcm":
+		return 0
+	case len(cfg.File.Redis.Addrs) > 0:
+		return cfg.File.Push.FCM.QueueShards
+	}
+	return 1
 }
 
 // slogRedisLogger routes go-redis's own messages (dial failures) to slog.
