@@ -35,8 +35,10 @@
 // strings; only a device that is not active reads its JSON, to say why. The
 // device list merges the last uses in Go, in the same round trip. An active
 // hash without its marker (a Redis written before it existed) is built from
-// the JSON by the first script that needs it. Round trips: an enrolment takes two (read the activation
-// and claim the key; write the device pointer and run the enrolment script),
+// the JSON by the first script that needs it.
+//
+// Round trips: an enrolment takes two (read the activation and claim the
+// key; write the device pointer and run the enrolment script),
 // one more per replica wait with redis.min_replicas_ack; a device request
 // proof takes one once its device's public key is cached (keys are
 // immutable).
