@@ -38,8 +38,14 @@ const (
 // Devices is what this package needs of enrolled devices.
 type Devices interface {
 	// DevicesKey is the Redis hash of a practitioner's devices (device_id ->
-	// JSON with device_id, status, push_token), on the practitioner's hash tag.
+	// JSON with device_id, status, push_token), on the practitioner's hash
+	// tag; it exists when they have a device, revoked ones included.
 	DevicesKey(subject string) string
+	// ActiveDevicesKey is the Redis hash of a practitioner's active devices
+	// (device_id -> push token, and the marker deviceindex.Marker), on the
+	// practitioner's hash tag; built with deviceindex.Lua when the marker is
+	// missing.
+	ActiveDevicesKey(subject string) string
 	// PublicKey returns an enrolled device's public key.
 	PublicKey(ctx context.Context, deviceID string) (*ecdsa.PublicKey, error)
 }
@@ -257,7 +263,8 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 			return
 		}
 		res = createPushScript.EvalSha(ctx, p,
-			[]string{s.devices.DevicesKey(subject), s.keys.logins(subject), s.audit.SubjectStream(subject)},
+			[]string{s.devices.DevicesKey(subject), s.keys.logins(subject), s.audit.SubjectStream(subject),
+				s.devices.ActiveDevicesKey(subject)},
 			now.UnixMilli(), expires.UnixMilli(), challengeID, s.opts.PendingPerSubject, s.opts.PushesPerSubject,
 			s.opts.PushesWindow.Milliseconds(), ej, minID, ttl, phone, entry.Time.Format(time.RFC3339), req.Client.ID,
 			s.loginsKeep().Milliseconds(), subject)

@@ -4,6 +4,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ecps-sante/ecps/audit"
+	"github.com/ecps-sante/ecps/deviceindex"
 )
 
 // Key layout (docs/redis.md). Every key starts with the configured prefix.
@@ -34,9 +35,14 @@ func (k keys) channel() string              { return k.prefix + "auth-events" }
 
 const auditLua = audit.AppendLua
 
+const indexLua = deviceindex.Lua
+
 // createPushScript checks the practitioner's devices and limits and records
 // a new push login, atomically on the practitioner's hash tag.
-// KEYS: devices, logins, audit.
+// KEYS: devices, logins, audit, active devices. The active devices and their
+// push tokens are read as strings from the active hash (package
+// deviceindex), built from the devices' JSON only when it has never been;
+// the devices hash is only asked whether it exists, when no device is active.
 // ARGV: now_ms, expires_ms, challenge_id, pending_limit, pushes_limit,
 // window_ms, created entry, minid, audit ttl, "<expiry ms>|<challenge JSON>" (the phone's
 // view), time (RFC 3339, for a limit.hit entry), client_id, keep ms (the
@@ -44,16 +50,15 @@ const auditLua = audit.AppendLua
 // Returns {ok, device_id, token, ...} | {unknown_user} | {no_active_device} |
 // {limit, name, retry_ms}. Run again for the same challenge_id, it answers
 // as the first run did and changes nothing.
-var createPushScript = redis.NewScript(auditLua + `
+var createPushScript = redis.NewScript(auditLua + indexLua + `
 local now, chl = tonumber(ARGV[1]), ARGV[3]
 local out = {'ok'}
-local devices = redis.call('HVALS', KEYS[1])
+local index = device_index(KEYS[1], KEYS[4])
 local active = 0
-for _, v in ipairs(devices) do
-  local d = cjson.decode(v)
-  if d.status == 'active' then
+for i = 1, #index, 2 do
+  if index[i] ~= '_v' then
     active = active + 1
-    if d.push_token ~= '' then table.insert(out, d.device_id); table.insert(out, d.push_token) end
+    if index[i + 1] ~= '' then table.insert(out, index[i]); table.insert(out, index[i + 1]) end
   end
 end
 local h = redis.call('HGETALL', KEYS[2])
@@ -65,8 +70,10 @@ if memo then
   local _, name, retry = string.match(memo, '^(%d+)|(.*)|(%d+)$')
   return {'limit', name, retry}
 end
-if #devices == 0 then return {'unknown_user'} end
-if active == 0 then return {'no_active_device'} end
+if active == 0 then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown_user'} end
+  return {'no_active_device'}
+end
 -- Count, and forget what is stale.
 local window = tonumber(ARGV[6])
 local pending, oldestExp, pushes, oldestPush, stale = 0, nil, 0, nil, {}

@@ -22,8 +22,23 @@
 // Every check-and-change step is one Lua script on one hash tag, the
 // practitioner's ({sub:<idNat>}), which also appends the audit entry of the
 // change to the practitioner's audit stream in the same step. docs/redis.md
-// lists the keys. Round trips: an enrolment takes two (read the activation
-// and claim the key; write the device pointer and run the enrolment script),
+// lists the keys.
+//
+// A device is stored as JSON in the practitioner's devices hash: its
+// descriptive part and its status, the source of truth, read and written by
+// the rare steps (enrolment, suspend, resume, revoke, push tokens). The hot
+// path never decodes it: beside it, package deviceindex keeps the active
+// devices with their push tokens ({sub:<idNat>}:active, kept exact by every
+// script that changes a status or a token, in the same run) and each
+// device's last use ({sub:<idNat>}:used). A request proof's script checks
+// the active hash, records the jti and writes the last use, all plain
+// strings; only a device that is not active reads its JSON, to say why. The
+// device list merges the last uses in Go, in the same round trip. An active
+// hash without its marker (a Redis written before it existed) is built from
+// the JSON by the first script that needs it.
+//
+// Round trips: an enrolment takes two (read the activation and claim the
+// key; write the device pointer and run the enrolment script),
 // one more per replica wait with redis.min_replicas_ack; a device request
 // proof takes one once its device's public key is cached (keys are
 // immutable).

@@ -120,7 +120,11 @@ const (
 )
 
 // storedDevice is the JSON kept in the practitioner's devices hash; Lua
-// scripts read and write it with cjson, so every field is a string.
+// scripts read and write it with cjson, so every field is a string. The hot
+// path reads none of it: an active device and its push token are also in
+// the active hash, its last use only in the used hash (package deviceindex).
+// LastUsedAt is what versions before the used hash wrote: shown until the
+// device's next use.
 type storedDevice struct {
 	DeviceID   string `json:"device_id"`
 	Subject    string `json:"subject"`
@@ -134,7 +138,9 @@ type storedDevice struct {
 	Thumbprint string `json:"thumbprint"`
 }
 
-func decodeDevice(raw string) (Device, error) {
+// decodeDevice decodes a stored device; lastUsed, when not empty, is its
+// entry in the used hash, which replaces the JSON's last_used_at.
+func decodeDevice(raw, lastUsed string) (Device, error) {
 	var d storedDevice
 	if err := json.Unmarshal([]byte(raw), &d); err != nil {
 		return Device{}, fmt.Errorf("decode device: %w", err)
@@ -143,7 +149,10 @@ func decodeDevice(raw string) (Device, error) {
 	out := Device{DeviceID: d.DeviceID, Subject: d.Subject, Status: d.Status, Platform: d.Platform,
 		Model: d.Model, AppVersion: d.AppVersion, CreatedAt: created.UTC(),
 		Push: d.PushToken != "", PushToken: d.PushToken}
-	if t, err := time.Parse(time.RFC3339, d.LastUsedAt); err == nil {
+	if lastUsed == "" {
+		lastUsed = d.LastUsedAt
+	}
+	if t, err := time.Parse(time.RFC3339, lastUsed); err == nil {
 		t = t.UTC()
 		out.LastUsedAt = &t
 	}
@@ -387,8 +396,9 @@ func (s *Service) Enrol(ctx context.Context, req EnrolRequest) (Device, error) {
 				p.Set(ctx, s.keys.device(deviceID), pj, 0)
 			}
 			res = enrolScript.EvalSha(ctx, p,
-				[]string{s.keys.activationState(act.Subject, req.ActivationID), s.keys.devices(act.Subject), s.audit.SubjectStream(act.Subject)},
-				deviceID, sj, s.opts.DevicesPerSubject, now.UnixMilli(), ej, minID, ttl)
+				[]string{s.keys.activationState(act.Subject, req.ActivationID), s.keys.devices(act.Subject), s.audit.SubjectStream(act.Subject),
+					s.keys.active(act.Subject)},
+				deviceID, sj, s.opts.DevicesPerSubject, now.UnixMilli(), ej, minID, ttl, req.PushToken)
 		})
 	})
 	if err != nil {
@@ -405,7 +415,7 @@ func (s *Service) Enrol(ctx context.Context, req EnrolRequest) (Device, error) {
 	default:
 		return release(ErrActivationEnded)
 	}
-	return decodeDevice(vals[1])
+	return decodeDevice(vals[1], "")
 }
 
 // enrolledDeviceID names the device that one activation makes of one key:
@@ -490,14 +500,18 @@ func (s *Service) failAttempt(ctx context.Context, act storedActivation, id stri
 // ---- Devices ----
 
 // ListDevices returns every device of a practitioner, revoked ones included.
+// One round trip: the devices' JSON and their last uses (pipelined).
 func (s *Service) ListDevices(ctx context.Context, subject string) ([]Device, error) {
-	vals, err := s.rdb.HVals(ctx, s.keys.devices(subject)).Result()
-	if err != nil {
+	p := s.rdb.Pipeline()
+	devices := p.HGetAll(ctx, s.keys.devices(subject))
+	used := p.HGetAll(ctx, s.keys.used(subject))
+	if _, err := p.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("list devices: %w", err)
 	}
-	out := make([]Device, 0, len(vals))
-	for _, v := range vals {
-		d, err := decodeDevice(v)
+	lastUsed := used.Val()
+	out := make([]Device, 0, len(devices.Val()))
+	for id, v := range devices.Val() {
+		d, err := decodeDevice(v, lastUsed[id])
 		if err != nil {
 			return nil, err
 		}
@@ -540,7 +554,8 @@ func (s *Service) Transition(ctx context.Context, deviceID, action string, actor
 	entry := audit.Entry{Time: s.now(), Event: event, Subject: ptr.Subject, Actor: actor,
 		Details: map[string]any{"device_id": deviceID}}
 	ej, minID, ttl := s.audit.ScriptArgs(entry)
-	res, err := transitionScript.Run(ctx, s.rdb, []string{s.keys.devices(ptr.Subject), s.audit.SubjectStream(ptr.Subject)},
+	res, err := transitionScript.Run(ctx, s.rdb,
+		[]string{s.keys.devices(ptr.Subject), s.audit.SubjectStream(ptr.Subject), s.keys.active(ptr.Subject), s.keys.used(ptr.Subject)},
 		deviceID, action, ej, minID, ttl, op).StringSlice()
 	if err != nil {
 		return Device{}, fmt.Errorf("device %s: %w", action, err)
@@ -551,7 +566,10 @@ func (s *Service) Transition(ctx context.Context, deviceID, action string, actor
 	case "revoked":
 		return Device{}, ErrRevoked
 	}
-	return decodeDevice(res[1])
+	if len(res) != 3 {
+		return Device{}, fmt.Errorf("device %s: unexpected reply %v", action, res)
+	}
+	return decodeDevice(res[1], res[2])
 }
 
 // SetPushToken sets the push token of a device (an empty token clears it).
@@ -559,7 +577,8 @@ func (s *Service) SetPushToken(ctx context.Context, d Device, token string) erro
 	if !validPushToken(token) {
 		return fmt.Errorf("%w: token must be 1 to 4096 printable ASCII characters", ErrInvalid)
 	}
-	res, err := setPushTokenScript.Run(ctx, s.rdb, []string{s.keys.devices(d.Subject)}, d.DeviceID, token).Text()
+	res, err := setPushTokenScript.Run(ctx, s.rdb, []string{s.keys.devices(d.Subject), s.keys.active(d.Subject)},
+		d.DeviceID, token).Text()
 	if err != nil {
 		return fmt.Errorf("set push token: %w", err)
 	}
@@ -587,7 +606,8 @@ func (s *Service) ClearPushToken(ctx context.Context, deviceID, deadToken, reaso
 	entry := audit.Entry{Time: s.now(), Event: audit.DevicePushTokenClear, Subject: ptr.Subject, Actor: audit.System,
 		Details: map[string]any{"device_id": deviceID, "reason": reason}}
 	ej, minID, ttl := s.audit.ScriptArgs(entry)
-	res, err := clearPushTokenScript.Run(ctx, s.rdb, []string{s.keys.devices(ptr.Subject), s.audit.SubjectStream(ptr.Subject)},
+	res, err := clearPushTokenScript.Run(ctx, s.rdb,
+		[]string{s.keys.devices(ptr.Subject), s.audit.SubjectStream(ptr.Subject), s.keys.active(ptr.Subject)},
 		deviceID, deadToken, ej, minID, ttl, op).Text()
 	if err != nil {
 		return false, fmt.Errorf("clear push token: %w", err)
@@ -598,8 +618,11 @@ func (s *Service) ClearPushToken(ctx context.Context, deviceID, deadToken, reaso
 // ---- Request proofs ----
 
 // AuthenticateRequest verifies the request proof of a /api/v1/device/ call
-// and returns the active device that signed it. A rejection is a
-// *deviceproof.Error whose Reason says why; other errors are storage errors.
+// and returns the active device that signed it: its DeviceID, Subject,
+// Status (active) and LastUsedAt (now) only, what the proof check knows
+// without reading the device's JSON; ListDevices has the rest. A rejection
+// is a *deviceproof.Error whose Reason says why; other errors are storage
+// errors.
 //
 // read, when given, queues the request's own reads of the device's
 // practitioner (keys on their hash tag, as the proof check's) on the proof
@@ -625,12 +648,14 @@ func (s *Service) AuthenticateRequest(ctx context.Context, compact string, req d
 	if err != nil {
 		return Device{}, err
 	}
+	now := s.now()
 	var touch *redis.Cmd
 	op := token.New(12) // the same for go-redis's resends of this pipeline
 	err = scripts.Exec(ctx, s.rdb, []*redis.Script{touchScript}, func(p redis.Pipeliner) {
 		touch = touchScript.EvalSha(ctx, p,
-			[]string{s.keys.devices(ptr.Subject), s.keys.jti(ptr.Subject, tok.KeyID, claims.JTI)},
-			tok.KeyID, s.now().Format(time.RFC3339), (2 * s.opts.ProofMaxSkew).Milliseconds(), op)
+			[]string{s.keys.devices(ptr.Subject), s.keys.jti(ptr.Subject, tok.KeyID, claims.JTI),
+				s.keys.active(ptr.Subject), s.keys.used(ptr.Subject)},
+			tok.KeyID, now.Format(time.RFC3339), (2 * s.opts.ProofMaxSkew).Milliseconds(), op)
 		if read != nil {
 			read(p, ptr.Subject)
 		}
@@ -638,11 +663,11 @@ func (s *Service) AuthenticateRequest(ctx context.Context, compact string, req d
 	if err != nil {
 		return Device{}, fmt.Errorf("device proof: %w", err)
 	}
-	raw, err := touch.Text()
+	res, err := touch.Text()
 	if err != nil {
 		return Device{}, fmt.Errorf("device proof: %w", err)
 	}
-	switch raw {
+	switch res {
 	case "unknown":
 		return Device{}, &deviceproof.Error{Reason: deviceproof.ReasonUnknownDevice}
 	case StatusSuspended:
@@ -651,8 +676,10 @@ func (s *Service) AuthenticateRequest(ctx context.Context, compact string, req d
 		return Device{}, &deviceproof.Error{Reason: deviceproof.ReasonRevoked}
 	case "replay":
 		return Device{}, &deviceproof.Error{Reason: deviceproof.ReasonReplay}
+	case "ok":
+		return Device{DeviceID: tok.KeyID, Subject: ptr.Subject, Status: StatusActive, LastUsedAt: &now}, nil
 	}
-	return decodeDevice(raw)
+	return Device{}, fmt.Errorf("device proof: unexpected reply %q", res)
 }
 
 // pointer returns a device's immutable pointer, from memory when it can.
@@ -723,8 +750,15 @@ func validPushToken(s string) bool {
 // DevicesKey is the Redis hash of a practitioner's devices: device_id ->
 // device JSON (fields device_id, status, push_token among others), on the
 // practitioner's hash tag, for scripts of other packages that must read
-// devices atomically with their own state (docs/redis.md).
+// devices atomically with their own state (docs/redis.md). It exists when
+// the practitioner has a device, revoked ones included.
 func (s *Service) DevicesKey(subject string) string { return s.keys.devices(subject) }
+
+// ActiveDevicesKey is the Redis hash of a practitioner's active devices:
+// device_id -> push token ("" when none), and the marker field
+// deviceindex.Marker, on the practitioner's hash tag. Scripts that read it
+// build it with deviceindex.Lua when the marker is missing.
+func (s *Service) ActiveDevicesKey(subject string) string { return s.keys.active(subject) }
 
 // PublicKey returns an enrolled device's public key (ErrNotFound if none).
 func (s *Service) PublicKey(ctx context.Context, deviceID string) (*ecdsa.PublicKey, error) {
