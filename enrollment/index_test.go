@@ -47,7 +47,7 @@ func (f *fixture) prove(t *testing.T, k testKey, deviceID string) (Device, error
 	now := time.Unix(0, f.now.Load())
 	proof := k.sign(t, deviceproof.TypRequest, deviceID, map[string]any{"htm": "GET", "htu": "/api/v1/device/devices",
 		"iat": now.Unix(), "jti": newOpaque(), "bh": deviceproof.BodyHash(nil)})
-	return f.svc.AuthenticateRequest(context.Background(), proof, deviceproof.Request{Method: "GET", Path: "/api/v1/device/devices"})
+	return f.svc.AuthenticateRequest(context.Background(), proof, deviceproof.Request{Method: "GET", Path: "/api/v1/device/devices"}, nil)
 }
 
 // wantActive checks the active hash of subject: want (device_id -> token)
@@ -190,10 +190,10 @@ func TestProofRefusals(t *testing.T) {
 		claims := map[string]any{"htm": "GET", "htu": "/api/v1/device/devices", "iat": now.Unix(), "jti": newOpaque(),
 			"bh": deviceproof.BodyHash(nil)}
 		r := deviceproof.Request{Method: "GET", Path: "/api/v1/device/devices"}
-		if _, err := f.svc.AuthenticateRequest(ctx, k.sign(t, deviceproof.TypRequest, d.DeviceID, claims), r); err != nil {
+		if _, err := f.svc.AuthenticateRequest(ctx, k.sign(t, deviceproof.TypRequest, d.DeviceID, claims), r, nil); err != nil {
 			t.Fatal(err)
 		}
-		_, err := f.svc.AuthenticateRequest(ctx, k.sign(t, deviceproof.TypRequest, d.DeviceID, claims), r)
+		_, err := f.svc.AuthenticateRequest(ctx, k.sign(t, deviceproof.TypRequest, d.DeviceID, claims), r, nil)
 		wantReason(t, "same jti", err, deviceproof.ReasonReplay)
 	})
 
