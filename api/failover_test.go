@@ -156,7 +156,7 @@ func TestFailoverDuringLoginsOnSentinel(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		f.promoted = time.Now()
-		set.Master.Restart() // empty; Sentinel makes it a replica of the new master
+		set.RestartOldMaster(context.Background()) // empty, a replica of the new master
 		return f
 	})
 }

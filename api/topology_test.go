@@ -197,7 +197,7 @@ func TestDurableDecisionSurvivesFailover(t *testing.T) {
 	}
 	// The killed master comes back (empty) as the new master's replica:
 	// the delivering poll waits for a replica too.
-	set.Master.Restart()
+	set.RestartOldMaster(context.Background())
 	var r response
 	deadline = time.Now().Add(40 * time.Second)
 	for {

@@ -286,3 +286,23 @@ func freeClusterPort(t testing.TB) int {
 	t.Fatal("no free port pair for a cluster node")
 	return 0
 }
+
+// RestartOldMaster starts the killed master again, empty, as a replica of
+// the current one, the way a deployment brings a failed node back (it asks
+// the sentinels who the master is before it starts). Started as a master,
+// it would hold that role, empty, until Sentinel demotes it, and a Sentinel
+// that has not yet settled the failover may even pick it again: every write
+// since would be lost, a test's data included.
+func (st *Sentinel) RestartOldMaster(ctx context.Context) {
+	st.t.Helper()
+	addr, err := st.CurrentMaster(ctx)
+	if err != nil {
+		st.t.Fatalf("current master: %v", err)
+	}
+	host, port, _ := strings.Cut(addr, ":")
+	saved := st.Master.args
+	st.Master.args = append(append([]string{}, saved...), "--replicaof", host, port)
+	st.Master.Restart()
+	st.Master.args = saved
+}
+
