@@ -305,4 +305,3 @@ func (st *Sentinel) RestartOldMaster(ctx context.Context) {
 	st.Master.Restart()
 	st.Master.args = saved
 }
-
