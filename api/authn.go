@@ -123,7 +123,7 @@ func (s *Server) respondChallenge(c *gin.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := s.challenges.Respond(c.Request.Context(), deviceOf(c), c.Param("challenge_id"), req.Response); err != nil {
+	if err := s.challenges.Respond(c.Request.Context(), deviceOf(c), c.Param("challenge_id"), req.Response, pendingProof(c)); err != nil {
 		return err
 	}
 	c.Status(http.StatusNoContent)

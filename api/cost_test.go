@@ -28,12 +28,12 @@ import (
 // of its own.
 func TestLoginCost(t *testing.T) {
 	// create 1, the phone's list with its proof 1, the decision with its
-	// proof 2, the poll 1; the directory's lookup at creation 1 more.
+	// proof 1, the poll 1; the directory's lookup at creation 1 more.
 	for _, tc := range []struct {
 		name      string
 		directory bool
 		trips     float64
-	}{{"without-directory", false, 5}, {"with-directory", true, 6}} {
+	}{{"without-directory", false, 4}, {"with-directory", true, 5}} {
 		t.Run(tc.name, func(t *testing.T) {
 			if rt, _ := loginCost(t, tc.directory); rt > tc.trips {
 				t.Errorf("%.2f round trips per login, want at most %v", rt, tc.trips)

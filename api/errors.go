@@ -183,6 +183,13 @@ func isUnavailable(err error) bool {
 // writeError renders err, logging server-side failures with their cause.
 func (s *Server) writeError(c *gin.Context, err error) {
 	e := toError(err)
+	// A refused device proof, from the middleware or from the decision
+	// that checks its own (decisionRoute): counted, logged, challenged.
+	if reason := deviceproof.ReasonOf(err); reason != "" {
+		s.metrics.proofRejected(reason)
+		s.log.Info("device proof rejected", "request_id", requestID(c), "reason", string(reason))
+		c.Header("WWW-Authenticate", `ECPS-Proof realm="ecps"`)
+	}
 	switch {
 	case e.Status == http.StatusServiceUnavailable:
 		s.log.Warn("storage unavailable", "request_id", requestID(c), "route", c.FullPath(), "err", err)

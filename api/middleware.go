@@ -28,6 +28,7 @@ const (
 	ctxOperator  = "ecps.operator"
 	ctxDevice    = "ecps.device"
 	ctxPrefetch  = "ecps.prefetch"
+	ctxProof     = "ecps.proof"
 )
 
 // requestContext gives each request an id, and logs and counts it when done.
@@ -220,27 +221,41 @@ func (s *Server) operatorForKey(key string) *Operator {
 // deviceAuth verifies the ECPS-Proof of every /api/v1/device/ request.
 func (s *Server) deviceAuth(c *gin.Context) {
 	compact, ok := strings.CutPrefix(c.GetHeader("Authorization"), "ECPS-Proof ")
-	var (
-		d   enrollment.Device
-		err error
-	)
 	if !ok || compact == "" {
-		err = &deviceproof.Error{Reason: deviceproof.ReasonMissing}
-	} else {
-		d, err = s.enrollment.AuthenticateRequest(c.Request.Context(), compact, deviceproof.Request{
-			Method: c.Request.Method, Path: c.Request.URL.Path, Body: requestBody(c)}, s.prefetch(c))
+		s.writeError(c, &deviceproof.Error{Reason: deviceproof.ReasonMissing})
+		return
+	}
+	ctx := c.Request.Context()
+	proof, err := s.enrollment.VerifyRequest(ctx, compact, deviceproof.Request{
+		Method: c.Request.Method, Path: c.Request.URL.Path, Body: requestBody(c)})
+	if err == nil {
+		if c.FullPath() == decisionRoute {
+			// Checked in Redis by the decision itself, in its round trip
+			// (challenge.Service.Respond); the handler passes it on.
+			c.Set(ctxProof, proof)
+		} else {
+			err = proof.Check(ctx, s.prefetch(c))
+		}
 	}
 	if err != nil {
-		if reason := deviceproof.ReasonOf(err); reason != "" {
-			s.metrics.proofRejected(reason)
-			s.log.Info("device proof rejected", "request_id", requestID(c), "reason", string(reason))
-			c.Header("WWW-Authenticate", `ECPS-Proof realm="ecps"`)
-		}
 		s.writeError(c, err)
 		return
 	}
-	c.Set(ctxDevice, d)
+	c.Set(ctxDevice, proof.Device)
 	c.Next()
+}
+
+// decisionRoute is the route whose request proof its handler checks.
+const decisionRoute = "/api/v1/device/challenges/:challenge_id/response"
+
+// pendingProof is the request proof the device middleware left to the
+// handler (decisionRoute).
+func pendingProof(c *gin.Context) challenge.ProofCheck {
+	v, _ := c.Get(ctxProof)
+	if p, ok := v.(*enrollment.Proof); ok {
+		return p
+	}
+	return nil
 }
 
 // prefetch returns, for the phone's reads of its challenges, the read that

@@ -2,6 +2,7 @@ package challenge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -38,10 +39,39 @@ var userVerifications = map[string]bool{"pin": true, "fingerprint": true, "face"
 // in (decideOnceScript).
 const clientPlaceholder = "@client_id@"
 
+// ProofCheck is the request proof of the phone's call, verified in memory,
+// whose Redis step is left to Respond (enrollment.Proof): on the login's
+// one-script path it rides on the decision's round trip.
+type ProofCheck interface {
+	// Queue puts the proof's step on p; Script is the script it runs.
+	Queue(ctx context.Context, p redis.Pipeliner)
+	Script() *redis.Script
+	// Accepted is what a script after it checks: GET key equals op.
+	Accepted() (key, op string)
+	// Result is its verdict once p ran; Check runs it alone.
+	Result() error
+	Check(ctx context.Context, read func(p redis.Pipeliner, subject string)) error
+	Ran() bool
+}
+
 // Respond records a device's signed decision. Errors: ErrInvalid (shape),
 // ErrBadDecision (signature, nonce, challenge_id, iat), ErrNotFound,
 // ErrConflict, ErrGone. A wrong number is not an error: the login is denied.
-func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response string) error {
+//
+// proof, when not nil, is the call's request proof still to check in
+// Redis: its verdict comes first (a refused proof is the answer, whatever
+// the decision), and it is checked whatever the outcome.
+func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response string, proof ProofCheck) error {
+	err := s.respond(ctx, dev, challengeID, response, proof)
+	if proof != nil && !proof.Ran() {
+		if perr := proof.Check(ctx, nil); perr != nil {
+			return perr
+		}
+	}
+	return err
+}
+
+func (s *Service) respond(ctx context.Context, dev Device, challengeID, response string, proof ProofCheck) error {
 	tag, ok := challengeTag(challengeID)
 	if !ok {
 		return ErrNotFound
@@ -90,7 +120,12 @@ func (s *Service) Respond(ctx context.Context, dev Device, challengeID, response
 	// script waiting for them found none acknowledging for as long as the
 	// stream ran after a failover; the steps recover).
 	if s.opts.Durable.Replicas() == 0 && (!s.cluster || slotOf(s.keys.auth(tag)) == slotOf(s.keys.logins(dev.Subject))) {
-		return s.decideOnce(ctx, d)
+		return s.decideOnce(ctx, d, proof)
+	}
+	if proof != nil {
+		if err := proof.Check(ctx, nil); err != nil {
+			return err
+		}
 	}
 	return s.decideInSteps(ctx, d)
 }
@@ -134,7 +169,10 @@ func (s *Service) entries(d decision, clientID string) (approved, denied, fraud 
 // practitioner's slot, without replicas to wait for. For a login whose
 // result needs nothing more (not Keycloak's), the script makes the result
 // readable too and the wake-up rides in the same round trip.
-func (s *Service) decideOnce(ctx context.Context, d decision) error {
+//
+// proof, when not nil, runs first in the same pipeline; the script runs
+// only if it passed.
+func (s *Service) decideOnce(ctx context.Context, d decision, proof ProofCheck) error {
 	approved, denied, fraud := s.entries(d, clientPlaceholder)
 	_, minID, ttl := s.audit.ScriptArgs(audit.Entry{Time: d.now.Truncate(time.Second)})
 	kcHook := "0"
@@ -144,20 +182,37 @@ func (s *Service) decideOnce(ctx context.Context, d decision) error {
 	keys := []string{s.keys.auth(d.tag), s.keys.logins(d.dev.Subject), s.audit.SubjectStream(d.dev.Subject)}
 	args := []any{d.dev.Subject, d.dev.ID, d.now.UnixMilli(), d.nonce, d.verdict, d.number, d.uv, d.sha,
 		d.challengeID, s.opts.DenialsBeforeBlock, s.opts.BlockDuration.Milliseconds(), approved, denied, fraud,
-		minID, ttl, keepAfterEnd.Milliseconds(), s.loginsKeep().Milliseconds(), "1", kcHook}
+		minID, ttl, keepAfterEnd.Milliseconds(), s.loginsKeep().Milliseconds(), "1", kcHook, ""}
+	used := []*redis.Script{decideOnceScript}
+	if proof != nil {
+		jti, op := proof.Accepted()
+		keys, args[len(args)-1] = append(keys, jti), op
+		used = append(used, proof.Script())
+	}
 	// The wake-up follows the script in its pipeline (on a Cluster, once
 	// its reply is in): a refused decision wakes the waiters for nothing,
 	// and they wait on.
 	var cmd *redis.Cmd
-	err := s.hub.announce(ctx, d.tag, []*redis.Script{decideOnceScript}, func(p redis.Pipeliner) {
+	err := s.hub.announce(ctx, d.tag, used, func(p redis.Pipeliner) {
+		if proof != nil {
+			proof.Queue(ctx, p)
+		}
 		cmd = decideOnceScript.EvalSha(ctx, p, keys, args...)
 	})
+	if proof != nil {
+		if perr := proof.Result(); perr != nil {
+			return perr
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("decide: %w", err)
 	}
 	vals, err := cmd.StringSlice()
 	if err != nil {
 		return fmt.Errorf("decide: %w", err)
+	}
+	if vals[0] == "proof" {
+		return errors.New("decide: the proof was not accepted") // Result says why; not reached
 	}
 	if err := refusal(vals[0]); err != nil {
 		return err

@@ -41,7 +41,10 @@
 // key; write the device pointer and run the enrolment script),
 // one more per replica wait with redis.min_replicas_ack; a device request
 // proof takes one once its device's public key is cached (keys are
-// immutable).
+// immutable), or none of its own: VerifyRequest checks it in memory and
+// its Redis step (Proof) rides on the request's own pipeline, the phone's
+// list and read of its challenges, or its decision, whose script runs only
+// if the proof's jti holds the request's op (Proof.Accepted).
 //
 // Every step is safe to run twice (go-redis resends a command whose reply
 // was lost; a phone sends a request again after a timeout): the device id

@@ -615,72 +615,7 @@ func (s *Service) ClearPushToken(ctx context.Context, deviceID, deadToken, reaso
 	return res == "cleared", nil
 }
 
-// ---- Request proofs ----
-
-// AuthenticateRequest verifies the request proof of a /api/v1/device/ call
-// and returns the active device that signed it: its DeviceID, Subject,
-// Status (active) and LastUsedAt (now) only, what the proof check knows
-// without reading the device's JSON; ListDevices has the rest. A rejection
-// is a *deviceproof.Error whose Reason says why; other errors are storage
-// errors.
-//
-// read, when given, queues the request's own reads of the device's
-// practitioner (keys on their hash tag, as the proof check's) on the proof
-// check's pipeline: one round trip for both. Their results are for the
-// caller to use only when the proof is accepted.
-func (s *Service) AuthenticateRequest(ctx context.Context, compact string, req deviceproof.Request,
-	read func(p redis.Pipeliner, subject string)) (Device, error) {
-	tok, err := deviceproof.Parse(compact, deviceproof.TypRequest)
-	if err != nil {
-		return Device{}, err
-	}
-	if !deviceproof.ValidKeyID(tok.KeyID) {
-		return Device{}, &deviceproof.Error{Reason: deviceproof.ReasonUnknownDevice}
-	}
-	ptr, err := s.pointer(ctx, tok.KeyID)
-	if errors.Is(err, ErrNotFound) {
-		return Device{}, &deviceproof.Error{Reason: deviceproof.ReasonUnknownDevice}
-	}
-	if err != nil {
-		return Device{}, err
-	}
-	claims, err := deviceproof.VerifyRequest(tok, ptr.key, req, s.opts.Now(), s.opts.ProofMaxSkew)
-	if err != nil {
-		return Device{}, err
-	}
-	now := s.now()
-	var touch *redis.Cmd
-	op := token.New(12) // the same for go-redis's resends of this pipeline
-	err = scripts.Exec(ctx, s.rdb, []*redis.Script{touchScript}, func(p redis.Pipeliner) {
-		touch = touchScript.EvalSha(ctx, p,
-			[]string{s.keys.devices(ptr.Subject), s.keys.jti(ptr.Subject, tok.KeyID, claims.JTI),
-				s.keys.active(ptr.Subject), s.keys.used(ptr.Subject)},
-			tok.KeyID, now.Format(time.RFC3339), (2 * s.opts.ProofMaxSkew).Milliseconds(), op)
-		if read != nil {
-			read(p, ptr.Subject)
-		}
-	})
-	if err != nil {
-		return Device{}, fmt.Errorf("device proof: %w", err)
-	}
-	res, err := touch.Text()
-	if err != nil {
-		return Device{}, fmt.Errorf("device proof: %w", err)
-	}
-	switch res {
-	case "unknown":
-		return Device{}, &deviceproof.Error{Reason: deviceproof.ReasonUnknownDevice}
-	case StatusSuspended:
-		return Device{}, &deviceproof.Error{Reason: deviceproof.ReasonSuspended}
-	case StatusRevoked:
-		return Device{}, &deviceproof.Error{Reason: deviceproof.ReasonRevoked}
-	case "replay":
-		return Device{}, &deviceproof.Error{Reason: deviceproof.ReasonReplay}
-	case "ok":
-		return Device{DeviceID: tok.KeyID, Subject: ptr.Subject, Status: StatusActive, LastUsedAt: &now}, nil
-	}
-	return Device{}, fmt.Errorf("device proof: unexpected reply %q", res)
-}
+// ---- Device pointers (request proofs: proof.go) ----
 
 // pointer returns a device's immutable pointer, from memory when it can.
 func (s *Service) pointer(ctx context.Context, deviceID string) (devicePointer, error) {
