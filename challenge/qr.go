@@ -44,6 +44,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/skip2/go-qrcode"
 
+	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/token"
 )
 
@@ -201,4 +202,42 @@ func (s *Service) LoginQR(ctx context.Context, loginID string) ([]byte, time.Tim
 		return nil, time.Time{}, fmt.Errorf("qr: %w", err)
 	}
 	return png, time.UnixMilli(end).UTC(), nil
+}
+
+// Claim binds a QR login to the claiming device's practitioner.
+func (s *Service) Claim(ctx context.Context, dev Device, qrToken string) (Challenge, error) {
+	if qrToken == "" {
+		return Challenge{}, fmt.Errorf("%w: qr_token is required", ErrInvalid)
+	}
+	tag, secret, ok := splitQRToken(qrToken)
+	if !ok {
+		return Challenge{}, ErrQRTokenInvalid
+	}
+	// Checked before the claim: a practitioner absent from the directory
+	// leaves the login claimable.
+	identity, err := s.identity(ctx, dev.Subject)
+	if err != nil {
+		return Challenge{}, err
+	}
+	now := s.now()
+	vals, err := claimScript.Run(ctx, s.rdb, []string{s.keys.auth(tag), s.keys.qr(tag)},
+		token.SHA256Hex(secret), now.UnixMilli(), dev.Subject, dev.ID, token.New(12), string(identity)).StringSlice()
+	if err != nil {
+		return Challenge{}, fmt.Errorf("claim: %w", err)
+	}
+	if len(vals) == 0 || vals[0] != "ok" {
+		return Challenge{}, ErrQRTokenInvalid
+	}
+	h := flatMap(vals[1:])
+	c := challengeFrom(tag, h)
+	entry := audit.Entry{Time: now.Truncate(time.Second), Event: EventCreated, Subject: dev.Subject,
+		Actor:   audit.Actor{Type: audit.ActorClient, ID: h["client_id"]},
+		Details: map[string]any{"challenge_id": c.ChallengeID, "kind": "qr", "claimed_by": dev.ID, "expires_at": c.ExpiresAt.Format(time.RFC3339)}}
+	ej, minID, ttl := s.audit.ScriptArgs(entry)
+	expires, _ := strconv.ParseInt(h["expires_ms"], 10, 64)
+	if err := claimedScript.Run(ctx, s.rdb, []string{s.keys.logins(dev.Subject), s.audit.SubjectStream(dev.Subject)},
+		c.ChallengeID, pendingValue(time.UnixMilli(expires), c), ej, minID, ttl, s.loginsKeep().Milliseconds()).Err(); err != nil {
+		return Challenge{}, fmt.Errorf("claim: %w", err)
+	}
+	return c, nil
 }

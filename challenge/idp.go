@@ -1,0 +1,137 @@
+package challenge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ecps-sante/ecps/audit"
+	"github.com/ecps-sante/ecps/token"
+)
+
+// This file holds what the IdP does with a login after creating it: poll
+// it (long-poll included) and cancel it.
+
+// Result is an approved authentication, as the IdP gets it once.
+type Result struct {
+	Subject  string
+	AuthTime time.Time
+	DeviceID string
+	UV       string          // pin | fingerprint | face
+	Identity json.RawMessage // the practitioner's identity; nil without a directory
+}
+
+// Poll answers an IdP's poll. With wait > 0 it waits up to wait for the
+// authentication to end. Errors: ErrInvalidGrant, ErrPending,
+// *SlowDownError, ErrExpired, *DeniedError.
+func (s *Service) Poll(ctx context.Context, clientID, authReqID string, wait time.Duration) (Result, error) {
+	tag, secret, ok := splitID(authReqID)
+	if !ok {
+		return Result{}, ErrInvalidGrant
+	}
+	start := s.now()
+	read := func(check bool) (Result, error) {
+		checkArg := "0"
+		if check {
+			checkArg = "1"
+		}
+		ctx, cancel := context.WithTimeout(ctx, s.opts.ReadBudget)
+		defer cancel()
+		// op names this read: resent after a lost reply, it is the same read.
+		vals, err := pollScript.Run(ctx, s.rdb, []string{s.keys.auth(tag)}, token.SHA256Hex(secret), clientID,
+			s.now().UnixMilli(), checkArg, start.UnixMilli(), token.New(12)).StringSlice()
+		if err != nil {
+			return Result{}, fmt.Errorf("poll: %w", err)
+		}
+		return pollResult(vals)
+	}
+	if wait <= 0 {
+		return read(true)
+	}
+	// The waiter is registered before the first read: a decision taken
+	// after the read wakes it, and one taken before is seen by the read.
+	woken, done := s.hub.register(tag)
+	defer done()
+	if res, err := read(true); !errors.Is(err, ErrPending) {
+		return res, err
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case <-woken:
+			if res, err := read(false); !errors.Is(err, ErrPending) {
+				return res, err
+			}
+		case <-timer.C:
+			return read(false)
+		case <-s.hub.Closing():
+			return Result{}, ErrPending
+		case <-ctx.Done():
+			return Result{}, ErrPending
+		}
+	}
+}
+
+func pollResult(vals []string) (Result, error) {
+	if len(vals) == 0 {
+		return Result{}, ErrInvalidGrant
+	}
+	switch vals[0] {
+	case "pending":
+		return Result{}, ErrPending
+	case "expired":
+		return Result{}, ErrExpired
+	case "slow_down":
+		n, _ := strconv.Atoi(vals[1])
+		return Result{}, &SlowDownError{Interval: time.Duration(n) * time.Second}
+	case "denied":
+		return Result{}, &DeniedError{Reason: vals[1]}
+	case "approved":
+		ms, _ := strconv.ParseInt(vals[2], 10, 64)
+		res := Result{Subject: vals[1], AuthTime: time.UnixMilli(ms).UTC(), DeviceID: vals[3], UV: vals[4]}
+		if len(vals) > 5 && vals[5] != "" {
+			res.Identity = json.RawMessage(vals[5])
+		}
+		return res, nil
+	}
+	return Result{}, ErrInvalidGrant
+}
+
+// Cancel cancels an undecided authentication for its IdP (the user left).
+func (s *Service) Cancel(ctx context.Context, clientID, authReqID string) error {
+	tag, secret, ok := splitID(authReqID)
+	if !ok {
+		return ErrInvalidGrant
+	}
+	now := s.now()
+	vals, err := cancelScript.Run(ctx, s.rdb, []string{s.keys.auth(tag)}, token.SHA256Hex(secret), clientID, now.UnixMilli()).StringSlice()
+	if err != nil {
+		return fmt.Errorf("cancel: %w", err)
+	}
+	switch vals[0] {
+	case "invalid_grant":
+		return ErrInvalidGrant
+	case "noop":
+		return nil
+	}
+	subject, challengeID := vals[1], "chl_"+tag
+	entry := audit.Entry{Time: now.Truncate(time.Second), Event: EventCancelled, Subject: subject,
+		Actor: audit.Actor{Type: audit.ActorClient, ID: clientID}, Details: map[string]any{"challenge_id": challengeID}}
+	ej, minID, ttl := s.audit.ScriptArgs(entry)
+	err = s.hub.announce(ctx, tag, []*redis.Script{cancelledScript}, func(p redis.Pipeliner) {
+		if subject != "" {
+			cancelledScript.EvalSha(ctx, p, []string{s.keys.logins(subject), s.audit.SubjectStream(subject)},
+				challengeID, ej, minID, ttl, endedUntil(vals[2]), s.loginsKeep().Milliseconds())
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("cancel: %w", err)
+	}
+	return nil
+}
