@@ -82,25 +82,27 @@ func pollResult(vals []string) (Result, error) {
 	if len(vals) == 0 {
 		return Result{}, ErrInvalidGrant
 	}
-	switch vals[0] {
-	case "pending":
+	switch {
+	case vals[0] == "pending":
 		return Result{}, ErrPending
-	case "expired":
+	case vals[0] == "expired":
 		return Result{}, ErrExpired
-	case "slow_down":
+	case vals[0] == "slow_down" && len(vals) == 2:
 		n, _ := strconv.Atoi(vals[1])
 		return Result{}, &SlowDownError{Interval: time.Duration(n) * time.Second}
-	case "denied":
+	case vals[0] == "denied" && len(vals) == 2:
 		return Result{}, &DeniedError{Reason: vals[1]}
-	case "approved":
+	case vals[0] == "approved" && len(vals) >= 5:
 		ms, _ := strconv.ParseInt(vals[2], 10, 64)
 		res := Result{Subject: vals[1], AuthTime: time.UnixMilli(ms).UTC(), DeviceID: vals[3], UV: vals[4]}
 		if len(vals) > 5 && vals[5] != "" {
 			res.Identity = json.RawMessage(vals[5])
 		}
 		return res, nil
+	case vals[0] == "invalid_grant":
+		return Result{}, ErrInvalidGrant
 	}
-	return Result{}, ErrInvalidGrant
+	return Result{}, fmt.Errorf("poll: unexpected reply %q", vals)
 }
 
 // Cancel cancels an undecided authentication for its IdP (the user left).
@@ -114,11 +116,13 @@ func (s *Service) Cancel(ctx context.Context, clientID, authReqID string) error 
 	if err != nil {
 		return fmt.Errorf("cancel: %w", err)
 	}
-	switch vals[0] {
-	case "invalid_grant":
+	switch {
+	case len(vals) == 1 && vals[0] == "invalid_grant":
 		return ErrInvalidGrant
-	case "noop":
+	case len(vals) == 1 && vals[0] == "noop":
 		return nil
+	case len(vals) != 3 || vals[0] != "cancelled":
+		return fmt.Errorf("cancel: unexpected reply %q", vals)
 	}
 	subject, challengeID := vals[1], "chl_"+tag
 	entry := audit.Entry{Time: now.Truncate(time.Second), Event: EventCancelled, Subject: subject,

@@ -207,22 +207,52 @@ func (s *Service) decideOnce(ctx context.Context, d decision, proof ProofCheck) 
 	if err != nil {
 		return fmt.Errorf("decide: %w", err)
 	}
-	vals, err := cmd.StringSlice()
+	r, err := readDecided(cmd.StringSlice())
 	if err != nil {
-		return fmt.Errorf("decide: %w", err)
-	}
-	if vals[0] == "proof" {
-		return errors.New("decide: the proof was not accepted") // Result says why; not reached
-	}
-	if err := refusal(vals[0]); err != nil {
 		return err
 	}
-	status, reason, clientID, done, audited := vals[0], vals[1], vals[2], vals[5], vals[6]
-	s.counted(done, status, reason)
-	if audited == "1" {
+	s.counted(r.done, r.status, r.reason)
+	if r.audited == "1" {
 		return nil
 	}
-	return s.makeReadable(ctx, d, status, reason, clientID)
+	return s.makeReadable(ctx, d, r.status, r.reason, r.clientID)
+}
+
+// decided is the reply of decideScript and decideOnceScript to the
+// decision that won (or to the same decision sent again).
+type decided struct {
+	status, reason, clientID, kind, expiresMS string
+	done, audited                             string // decideOnceScript's only
+}
+
+// readDecided reads a decision script's reply: its refusals as errors.
+func readDecided(vals []string, err error) (decided, error) {
+	if err != nil {
+		return decided{}, fmt.Errorf("decide: %w", err)
+	}
+	if len(vals) == 0 {
+		return decided{}, errors.New("decide: empty reply")
+	}
+	switch vals[0] {
+	case "notfound":
+		return decided{}, ErrNotFound
+	case "conflict":
+		return decided{}, ErrConflict
+	case "gone":
+		return decided{}, ErrGone
+	case "badnonce":
+		return decided{}, ErrBadDecision
+	case "proof": // the proof's own Result says why; read before this
+		return decided{}, errors.New("decide: the request proof was not accepted")
+	}
+	if len(vals) != 5 && len(vals) != 7 {
+		return decided{}, fmt.Errorf("decide: unexpected reply %q", vals)
+	}
+	r := decided{status: vals[0], reason: vals[1], clientID: vals[2], kind: vals[3], expiresMS: vals[4]}
+	if len(vals) == 7 {
+		r.done, r.audited = vals[5], vals[6]
+	}
+	return r, nil
 }
 
 // decideInSteps records the decision on the login's slot (decideScript),
@@ -230,15 +260,12 @@ func (s *Service) decideOnce(ctx context.Context, d decision, proof ProofCheck) 
 // then makes it readable: a crash between steps leaves it unreadable,
 // never readable without its audit entry.
 func (s *Service) decideInSteps(ctx context.Context, d decision) error {
-	vals, err := decideScript.Run(ctx, s.rdb, []string{s.keys.auth(d.tag)}, d.dev.Subject, d.dev.ID,
-		d.now.UnixMilli(), d.nonce, d.verdict, d.number, d.uv, d.sha).StringSlice()
+	r, err := readDecided(decideScript.Run(ctx, s.rdb, []string{s.keys.auth(d.tag)}, d.dev.Subject, d.dev.ID,
+		d.now.UnixMilli(), d.nonce, d.verdict, d.number, d.uv, d.sha).StringSlice())
 	if err != nil {
-		return fmt.Errorf("decide: %w", err)
-	}
-	if err := refusal(vals[0]); err != nil {
 		return err
 	}
-	status, reason, clientID, expiresMS := vals[0], vals[1], vals[2], vals[4]
+	status, reason, clientID, expiresMS := r.status, r.reason, r.clientID, r.expiresMS
 	approved, denied, fraud := s.entries(d, clientID)
 	entry := denied
 	if status == "approved" {
@@ -259,21 +286,6 @@ func (s *Service) decideInSteps(ctx context.Context, d decision) error {
 	}
 	s.counted(done, status, reason)
 	return s.makeReadable(ctx, d, status, reason, clientID)
-}
-
-// refusal maps a decision script's refusals to errors.
-func refusal(answer string) error {
-	switch answer {
-	case "notfound":
-		return ErrNotFound
-	case "conflict":
-		return ErrConflict
-	case "gone":
-		return ErrGone
-	case "badnonce":
-		return ErrBadDecision
-	}
-	return nil
 }
 
 // counted reports a decision's outcome once per login (done is "again"
