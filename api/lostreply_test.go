@@ -394,3 +394,25 @@ func TestDecisionSentAgainAfterAFailure(t *testing.T) {
 		wantError(t, http.StatusConflict, "conflict")
 	checkAuditOnce(t, e, subject, map[string]int{"authentication.created": 1, "authentication.approved": 1})
 }
+
+// TestDeliveringPollOutlastsLostReplies: the poll that delivers an approval
+// loses its reply six times, more than go-redis's three resends: the
+// service sends the same read again (the same op) within its budget, and
+// the IdP gets the approval, once, instead of a 503 that leaves it
+// delivered to nobody.
+func TestDeliveringPollOutlastsLostReplies(t *testing.T) {
+	e, proxy := proxiedEnv(t)
+	subject := adeliSubject()
+	p := e.newDevice(subject)
+	c := e.createAuth(map[string]any{"login_hint": subject})
+	ch := e.pendingChallenge(p)
+	e.respond(0, p, ch["challenge_id"].(string), p.decision(t, e.clock.Now(), ch, "approve", c.VerificationNumber)).
+		wantStatus(t, http.StatusNoContent)
+	proxy.DropReplies(proxy.ScriptWith("'poll_op'"), 1, 6)
+	e.poll(1, c, "").wantStatus(t, http.StatusOK)
+	if n := len(proxy.Dropped()); n != 6 {
+		t.Fatalf("%d replies lost, want 6", n)
+	}
+	e.clock.Advance(3 * time.Second)
+	e.poll(0, c, "").wantError(t, http.StatusBadRequest, "invalid_grant")
+}

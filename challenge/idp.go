@@ -43,12 +43,22 @@ func (s *Service) Poll(ctx context.Context, clientID, authReqID string, wait tim
 		ctx, cancel := context.WithTimeout(ctx, s.opts.ReadBudget)
 		defer cancel()
 		// op names this read: resent after a lost reply, it is the same read.
-		vals, err := pollScript.Run(ctx, s.rdb, []string{s.keys.auth(tag)}, token.SHA256Hex(secret), clientID,
-			s.now().UnixMilli(), checkArg, start.UnixMilli(), token.New(12)).StringSlice()
-		if err != nil {
-			return Result{}, fmt.Errorf("poll: %w", err)
+		op, now := token.New(12), s.now().UnixMilli()
+		for {
+			vals, err := pollScript.Run(ctx, s.rdb, []string{s.keys.auth(tag)}, token.SHA256Hex(secret), clientID,
+				now, checkArg, start.UnixMilli(), op).StringSlice()
+			if err == nil {
+				return pollResult(vals)
+			}
+			// The read that delivers a result marks it with op: if all of
+			// go-redis's resends lost their replies, a 503 would leave the
+			// result delivered to nobody (the IdP's next poll is another
+			// read). So the same read is sent again, until the budget ends.
+			var reply redis.Error
+			if errors.As(err, &reply) || !retryable(ctx) {
+				return Result{}, fmt.Errorf("poll: %w", err)
+			}
 		}
-		return pollResult(vals)
 	}
 	if wait <= 0 {
 		return read(true)
@@ -138,4 +148,22 @@ func (s *Service) Cancel(ctx context.Context, clientID, authReqID string) error 
 		return fmt.Errorf("cancel: %w", err)
 	}
 	return nil
+}
+
+// pollRetryPause is the pause between two sends of the same poll read
+// after network errors.
+const pollRetryPause = 50 * time.Millisecond
+
+// retryable waits pollRetryPause and reports whether ctx leaves time to
+// send a read again.
+func retryable(ctx context.Context) bool {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 2*pollRetryPause {
+		return false
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(pollRetryPause):
+		return true
+	}
 }
