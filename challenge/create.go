@@ -13,6 +13,7 @@ import (
 
 	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/idnat"
+	"github.com/ecps-sante/ecps/keyslot"
 	"github.com/ecps-sante/ecps/push"
 	"github.com/ecps-sante/ecps/scripts"
 	"github.com/ecps-sante/ecps/token"
@@ -100,7 +101,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (Created, error
 	if subject != "" {
 		kind = "push"
 		// On the practitioner's slot: its decision is then one script.
-		tag = steerTag(tag, slotOf(s.keys.logins(subject)))
+		tag = steerTag(tag, keyslot.Of(s.keys.logins(subject)))
 	}
 	challengeID := "chl_" + tag
 	interval := int(s.opts.PollInterval / time.Second)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ecps-sante/ecps/audit"
 	"github.com/ecps-sante/ecps/deviceproof"
+	"github.com/ecps-sante/ecps/keyslot"
 	"github.com/ecps-sante/ecps/token"
 )
 
@@ -119,7 +120,7 @@ func (s *Service) respond(ctx context.Context, dev Device, challengeID, response
 	// replicas on its own (TestFailoverDuringLoginsOnSentinel: the one
 	// script waiting for them found none acknowledging for as long as the
 	// stream ran after a failover; the steps recover).
-	if s.opts.Durable.Replicas() == 0 && (!s.cluster || slotOf(s.keys.auth(tag)) == slotOf(s.keys.logins(dev.Subject))) {
+	if s.opts.Durable.Replicas() == 0 && (!s.cluster || keyslot.Of(s.keys.auth(tag)) == keyslot.Of(s.keys.logins(dev.Subject))) {
 		return s.decideOnce(ctx, d, proof)
 	}
 	if proof != nil {

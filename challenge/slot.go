@@ -1,8 +1,9 @@
 package challenge
 
 import (
-	"strings"
 	"sync"
+
+	"github.com/ecps-sante/ecps/keyslot"
 )
 
 // This file places a push login on its practitioner's Redis Cluster slot.
@@ -16,43 +17,12 @@ import (
 // picked for that. Every step of its decision is then one script. On one
 // Redis (standalone, Sentinel) every key is in "the same slot".
 
-const clusterSlots = 16384
-
-// slotOf is the Cluster slot of key: CRC16 (XMODEM) of its hash tag (the
-// part between the first "{" and the next "}", when not empty), else of
-// the whole key.
-func slotOf(key string) uint16 {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	return crc16(key) % clusterSlots
-}
-
-// crc16 is CRC-16/XMODEM (polynomial 0x1021, initial value 0), the one
-// Redis Cluster uses.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
-
 // The tag's last characters that steer it to a slot.
 const steerLen = 3
 
 var (
 	steerOnce sync.Once
-	steerBy   [clusterSlots]string // slot bits of crc16(suffix) -> suffix
+	steerBy   [keyslot.Count]string // slot bits of CRC16(suffix) -> suffix
 )
 
 const base64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -60,13 +30,13 @@ const base64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 // steerTable lists, for every value of the slot's 14 bits, one suffix of
 // steerLen base64url characters whose CRC16 has them (64³ suffixes cover
 // the 16,384 values: TestSteerTableComplete).
-func steerTable() *[clusterSlots]string {
+func steerTable() *[keyslot.Count]string {
 	steerOnce.Do(func() {
 		var b [steerLen]byte
 		for i := range len(base64URL) * len(base64URL) * len(base64URL) {
 			b[0], b[1], b[2] = base64URL[i/4096], base64URL[i/64%64], base64URL[i%64]
 			s := string(b[:])
-			if v := crc16(s) % clusterSlots; steerBy[v] == "" {
+			if v := keyslot.CRC16(s) % keyslot.Count; steerBy[v] == "" {
 				steerBy[v] = s
 			}
 		}
@@ -80,6 +50,6 @@ func steerTable() *[clusterSlots]string {
 // length, so the suffix is looked up, not searched.
 func steerTag(tag string, slot uint16) string {
 	head := tag[:len(tag)-steerLen]
-	base := crc16("a:"+head+"\x00\x00\x00") % clusterSlots
+	base := keyslot.CRC16("a:"+head+"\x00\x00\x00") % keyslot.Count
 	return head + steerTable()[base^slot]
 }

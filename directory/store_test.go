@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ecps-sante/ecps/directory/directorytest"
+	"github.com/ecps-sante/ecps/keyslot"
 	"github.com/ecps-sante/ecps/redistest"
 )
 
@@ -129,7 +130,7 @@ func (h *hook) checkSlots(cmds []redis.Cmder, tx bool) {
 			slot = -1
 		}
 		for _, k := range cmdKeys(cmd) {
-			s := keySlot(k)
+			s := int(keyslot.Of(k))
 			if slot >= 0 && s != slot {
 				h.t.Errorf("CROSSSLOT in a Cluster: %v (tx %v)", cmd.Args(), tx)
 			}
@@ -161,36 +162,6 @@ func cmdKeys(cmd redis.Cmder) []string {
 		return nil
 	}
 	return str(args[1:2])
-}
-
-// keySlot is Redis Cluster's slot of a key: CRC16 (XMODEM) of its hash tag.
-func keySlot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	var crc uint16
-	for i := 0; i < len(key); i++ {
-		crc ^= uint16(key[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return int(crc % 16384)
-}
-
-func TestKeySlot(t *testing.T) {
-	// Values from the Redis Cluster specification and redis-cli CLUSTER KEYSLOT.
-	for k, want := range map[string]int{"123456789": 12739, "{user1000}.following": 3443, "foo": 12182, "{dir}:current": keySlot("dir")} {
-		if got := keySlot(k); got != want {
-			t.Errorf("keySlot(%q) = %d, want %d", k, got, want)
-		}
-	}
 }
 
 // The sample with its savoir-faire file: entries merged across runs and

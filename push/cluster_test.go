@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ecps-sante/ecps/keyslot"
 	"github.com/ecps-sante/ecps/push/fcmtest"
 	"github.com/ecps-sante/ecps/redistest"
 )
@@ -96,8 +97,8 @@ func TestQueueShardsOnCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := slot(s[strings.Index(s, "{")+1 : strings.Index(s, "}")]); int(got) != want {
-			t.Errorf("%s: CLUSTER KEYSLOT %d, slot() %d", s, got, want)
+		if want := int(keyslot.Of(s)); int(got) != want {
+			t.Errorf("%s: CLUSTER KEYSLOT %d, keyslot.Of %d", s, got, want)
 		}
 	}
 
@@ -171,20 +172,14 @@ func TestQueueShardsOnCluster(t *testing.T) {
 	}
 }
 
-// The shards' hash tags are where keys says: slot is Redis's CRC16 (the
-// values of the Cluster specification), and shard n's slot is in the n-th
+// The shards' hash tags are where keys says: shard n's slot is in the n-th
 // of the equal slot ranges (the cluster test checks them against CLUSTER
 // KEYSLOT).
 func TestShardSlots(t *testing.T) {
-	for in, want := range map[string]int{"123456789": 0x31C3, "foo": 12182, "somekey": 11058} {
-		if got := slot(in); got != want {
-			t.Errorf("slot(%q) = %d, want %d", in, got, want)
-		}
-	}
 	for _, shards := range []int{1, 3, 16, 64} {
 		for n, tag := range newKeys("", shards).tags {
-			s := slot(strings.Trim(tag, "{}"))
-			if lo, hi := n*clusterSlots/shards, (n+1)*clusterSlots/shards; s < lo || s >= hi {
+			s := int(keyslot.Of(tag))
+			if lo, hi := n*keyslot.Count/shards, (n+1)*keyslot.Count/shards; s < lo || s >= hi {
 				t.Errorf("%d shards: %s in slot %d, not in [%d, %d)", shards, tag, s, lo, hi)
 			}
 		}

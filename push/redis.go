@@ -5,6 +5,8 @@ import (
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/ecps-sante/ecps/keyslot"
 )
 
 // Key layout (docs/redis.md). Every key starts with the configured prefix.
@@ -37,10 +39,10 @@ type keys struct {
 func newKeys(prefix string, shards int) keys {
 	k := keys{prefix: prefix, tags: make([]string, shards)}
 	for n := range shards {
-		lo, hi := n*clusterSlots/shards, (n+1)*clusterSlots/shards
+		lo, hi := n*keyslot.Count/shards, (n+1)*keyslot.Count/shards
 		for i := 0; ; i++ {
 			tag := "push:" + strconv.Itoa(n) + ":" + strconv.Itoa(i)
-			if s := slot(tag); s >= lo && s < hi {
+			if s := int(keyslot.Of(tag)); s >= lo && s < hi {
 				k.tags[n] = "{" + tag + "}"
 				break
 			}
@@ -52,26 +54,6 @@ func newKeys(prefix string, shards int) keys {
 func (k keys) stream(shard int) string { return k.prefix + k.tags[shard] + ":jobs" }
 func (k keys) enqueued(shard int, challenge string) string {
 	return k.prefix + k.tags[shard] + ":enq:" + challenge
-}
-
-// clusterSlots is the number of a Cluster's hash slots.
-const clusterSlots = 16384
-
-// slot is a Cluster's hash slot of a hash tag's content: CRC16 (XMODEM) mod
-// 16,384.
-func slot(tag string) int {
-	var crc uint16
-	for i := 0; i < len(tag); i++ {
-		crc ^= uint16(tag[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return int(crc) % clusterSlots
 }
 
 // legacyStream is the one stream of the versions before the shards.
