@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -243,10 +244,20 @@ func (s *Server) deviceAuth(c *gin.Context) {
 	}
 	c.Set(ctxDevice, proof.Device)
 	c.Next()
+	if p := pendingProof(c); p != nil && !p.Ran() {
+		// A handler on decisionRoute that did not pass its proof on: a bug.
+		// The proof is checked now (its jti recorded) and the bug logged.
+		s.log.Error("device proof left unchecked by the handler", "request_id", requestID(c), "route", c.FullPath())
+		_ = proof.Check(context.WithoutCancel(ctx), nil)
+	}
 }
 
-// decisionRoute is the route whose request proof its handler checks.
-const decisionRoute = "/api/v1/device/challenges/:challenge_id/response"
+// decisionRoute is the route whose request proof its handler checks, in
+// the decision's own round trip (routes: deviceDecisionPath).
+const (
+	deviceDecisionPath = "/challenges/:challenge_id/response"
+	decisionRoute      = "/api/v1/device" + deviceDecisionPath
+)
 
 // pendingProof is the request proof the device middleware left to the
 // handler (decisionRoute).

@@ -231,7 +231,7 @@ func (s *Server) routes(opts Options) {
 	device.GET("/challenges", s.handle(s.listChallenges))
 	device.POST("/challenges/claim", s.handle(s.claimChallenge))
 	device.GET("/challenges/:challenge_id", s.handle(s.getChallenge))
-	device.POST("/challenges/:challenge_id/response", s.handle(s.respondChallenge))
+	device.POST(deviceDecisionPath, s.handle(s.respondChallenge))
 
 	e.GET("/login/:login_id/state", s.handle(s.loginState))
 	e.GET("/login/:login_id/qr.png", s.handle(s.loginQR))
