@@ -1,7 +1,6 @@
 package ratelimit
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ecps-sante/ecps/internal/syncbuf"
 	"github.com/ecps-sante/ecps/redistest"
 )
 
@@ -242,24 +242,6 @@ func TestRefusingKeyKept(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for Run's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestRedisDown(t *testing.T) {
 	srv := redistest.Start(t)
 	opt, err := redis.ParseURL(srv.URL())
@@ -276,7 +258,7 @@ func TestRedisDown(t *testing.T) {
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { _ = rdb.Close() })
 
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	clk := newClock(100 * time.Millisecond)
 	l := New(rdb, redistest.Prefix(), 3, Options{Now: clk.Now, SyncEvery: 10 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})

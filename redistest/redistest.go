@@ -65,7 +65,7 @@ func Start(t testing.TB) *Server {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redis-server not found in PATH (Debian package redis-server; `make test` needs it)")
 	}
-	s := &Server{t: t, port: freePort(t), dir: t.TempDir()}
+	s := &Server{t: t, port: FreePort(t), dir: t.TempDir()}
 	s.Restart()
 	t.Cleanup(s.Stop)
 	return s
@@ -78,7 +78,7 @@ func StartWith(t testing.TB, args ...string) *Server {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redis-server not found in PATH (Debian package redis-server; `make test` needs it)")
 	}
-	s := &Server{t: t, port: freePort(t), dir: t.TempDir(), args: args}
+	s := &Server{t: t, port: FreePort(t), dir: t.TempDir(), args: args}
 	s.Restart()
 	t.Cleanup(s.Stop)
 	return s
@@ -130,7 +130,9 @@ func (s *Server) Restart() {
 	s.t.Fatalf("redis-server on %s did not start: %s", s.Addr(), out.String())
 }
 
-func freePort(t testing.TB) int {
+// FreePort is a loopback TCP port nothing listens on (for a server a test starts).
+func FreePort(t testing.TB) int {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -172,10 +172,10 @@ func StartSentinel(t testing.TB) *Sentinel {
 	t.Helper()
 	need(t, "redis-server", "redis-cli")
 	st := &Sentinel{t: t}
-	st.Master = &Server{t: t, port: freePort(t), dir: t.TempDir()}
+	st.Master = &Server{t: t, port: FreePort(t), dir: t.TempDir()}
 	st.Master.Restart()
 	t.Cleanup(st.Master.Stop)
-	st.Replica = &Server{t: t, port: freePort(t), dir: t.TempDir(),
+	st.Replica = &Server{t: t, port: FreePort(t), dir: t.TempDir(),
 		args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(st.Master.port)}}
 	st.Replica.Restart()
 	t.Cleanup(st.Replica.Stop)
@@ -189,7 +189,7 @@ func StartSentinel(t testing.TB) *Sentinel {
 		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		s := &Server{t: t, port: freePort(t), dir: dir, conf: conf}
+		s := &Server{t: t, port: FreePort(t), dir: dir, conf: conf}
 		s.Restart()
 		t.Cleanup(s.Stop)
 		st.Sentinels = append(st.Sentinels, s)
@@ -272,7 +272,7 @@ func need(t testing.TB, bins ...string) {
 func freeClusterPort(t testing.TB) int {
 	t.Helper()
 	for i := 0; i < 100; i++ {
-		p := freePort(t)
+		p := FreePort(t)
 		if p+10000 > 65535 {
 			continue
 		}

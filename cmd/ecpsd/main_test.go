@@ -13,12 +13,12 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/ecps-sante/ecps/internal/syncbuf"
 	"github.com/ecps-sante/ecps/redistest"
 )
 
@@ -29,24 +29,6 @@ func TestMain(m *testing.M) {
 	}
 	gin.SetMode(gin.ReleaseMode) // as main does; no debug route dump
 	os.Exit(m.Run())
-}
-
-// syncBuffer collects the service's log; shown when a test fails.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // served is a running serve().
@@ -71,7 +53,7 @@ func configFor(t *testing.T, redisURL string, extra string) Config {
 
 func startServe(t *testing.T, cfg Config) *served {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
@@ -389,7 +371,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var stdout bytes.Buffer
-	stderr := &syncBuffer{}
+	stderr := &syncbuf.Buffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"-config", path}, strings.NewReader(""), &stdout, stderr, envOf(env))

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,7 +21,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,6 +31,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/ecps-sante/ecps/internal/syncbuf"
 	"github.com/ecps-sante/ecps/redistest"
 )
 
@@ -422,7 +421,7 @@ func runImage(t *testing.T, rootfs string, cf *v1.ConfigFile) {
 	if redisURL == "" {
 		redisURL = redistest.Start(t).URL()
 	}
-	port, mport := freePort(t), freePort(t)
+	port, mport := redistest.FreePort(t), redistest.FreePort(t)
 	secret := sha256.Sum256([]byte("image-test-client-secret-0123456789"))
 	desk := sha256.Sum256([]byte("image-test-desk-key-0123456789abcd"))
 	config := fmt.Sprintf(`listen: "127.0.0.1:%d"
@@ -462,7 +461,7 @@ push:
 		cmd.Args[2] = filepath.Join(rootfs, cmd.Args[2])
 		t.Logf("not root: running %q from the unpacked root filesystem without chroot", cmd.Args)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %v: %v", args, err)
@@ -529,32 +528,4 @@ push:
 	case <-time.After(45 * time.Second):
 		t.Error("still running 45 s after SIGTERM")
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// syncBuffer collects the server's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,13 +19,13 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/ecps-sante/ecps/internal/syncbuf"
 	"github.com/ecps-sante/ecps/push/fcmtest"
 	"github.com/ecps-sante/ecps/redistest"
 )
@@ -268,7 +267,7 @@ func scrape(t *testing.T) map[string]bool {
 	}
 	fake := fcmtest.New(t, "ecps-metrics")
 	fake.ScriptNext(fcmtest.Unavailable("")) // the first send fails: an attempt error, then a retry
-	port, mport := freePort(t), freePort(t)
+	port, mport := redistest.FreePort(t), redistest.FreePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	const clientSecret, deskKey, subject = "metrics-test-client-secret-0123456789", "metrics-test-desk-key-0123456789abcd", "810001234565"
 	config := fmt.Sprintf(`listen: "127.0.0.1:%d"
@@ -296,7 +295,7 @@ push:
 	if err := os.WriteFile(cfgFile, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	srv := exec.Command(filepath.Join(bin, "ecpsd"), "-config", cfgFile)
 	srv.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "ECPS_") })
 	srv.Stdout, srv.Stderr = logs, logs
@@ -429,31 +428,4 @@ func waitReady(t *testing.T, base string, exited <-chan error) {
 func sum(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:])
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
