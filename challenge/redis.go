@@ -230,8 +230,8 @@ return after_decision(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV
 
 // decideOnceScript is a decision in one step, for a login on its
 // practitioner's slot: decideScript's checks and record, then
-// after_decision, and the result made readable (audited = ARGV[19]) unless
-// it is a Keycloak login and a hook takes those (ARGV[20] = 1): then
+// after_decision, and the result made readable (audited = 1) unless it
+// is a Keycloak login and a hook takes those (ARGV[19] = 1): then
 // Respond queues the callback before it marks it readable.
 // KEYS: auth, logins, audit, and the request proof's jti when the proof's
 // step ran just before in the same pipeline (enrollment.Proof.Queue).
@@ -239,14 +239,14 @@ return after_decision(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV
 // sha256(decision JWS), challenge_id, denials before block, block ms,
 // entry if approved, entry if denied, fraud entry (or empty) — their
 // client_id is "@client_id@", put in here —, minid, audit ttl, kept after
-// end ms, logins keep ms, readable (1|0), keycloak hook (1|0), the proof's
+// end ms, logins keep ms, keycloak hook (1|0), the proof's
 // op (the jti holds it when the proof was accepted).
 // Returns {proof} (the proof was refused: nothing done) | {notfound} |
 // {conflict} | {gone} | {badnonce} |
 // {approved|denied, reason, client_id, kind, expires_ms, ok|blocked|again,
 // audited}. The same decision sent again answers as the first did.
 var decideOnceScript = redis.NewScript(auditLua + afterDecisionLua + `
-if KEYS[4] and redis.call('GET', KEYS[4]) ~= ARGV[21] then return {'proof'} end
+if KEYS[4] and redis.call('GET', KEYS[4]) ~= ARGV[20] then return {'proof'} end
 local h = redis.call('HMGET', KEYS[1], 'kind', 'subject', 'status', 'expires_ms', 'nonce', 'number', 'client_id',
   'decision_sha', 'device_id', 'reason', 'audited')
 if not h[1] or h[2] ~= ARGV[1] then return {'notfound'} end
@@ -262,8 +262,8 @@ else
   elseif ARGV[5] == 'fraud' then
     reason = 'fraud'
   end
-  audited = ARGV[19]
-  if ARGV[20] == '1' and string.sub(h[7], 1, 9) == 'keycloak:' then audited = '0' end
+  audited = '1'
+  if ARGV[19] == '1' and string.sub(h[7], 1, 9) == 'keycloak:' then audited = '0' end
   redis.call('HSET', KEYS[1], 'status', status, 'reason', reason, 'device_id', ARGV[2], 'uv', ARGV[7],
     'decided_ms', ARGV[3], 'audited', audited, 'decision_sha', ARGV[8])
 end

@@ -183,7 +183,7 @@ func (s *Service) decideOnce(ctx context.Context, d decision, proof ProofCheck) 
 	keys := []string{s.keys.auth(d.tag), s.keys.logins(d.dev.Subject), s.audit.SubjectStream(d.dev.Subject)}
 	args := []any{d.dev.Subject, d.dev.ID, d.now.UnixMilli(), d.nonce, d.verdict, d.number, d.uv, d.sha,
 		d.challengeID, s.opts.DenialsBeforeBlock, s.opts.BlockDuration.Milliseconds(), approved, denied, fraud,
-		minID, ttl, keepAfterEnd.Milliseconds(), s.loginsKeep().Milliseconds(), "1", kcHook, ""}
+		minID, ttl, keepAfterEnd.Milliseconds(), s.loginsKeep().Milliseconds(), kcHook, ""}
 	used := []*redis.Script{decideOnceScript}
 	if proof != nil {
 		jti, op := proof.Accepted()
