@@ -164,7 +164,10 @@ func TestLongPollOnClusterUsesShardedChannels(t *testing.T) {
 func sentinelEnvDurable(t *testing.T) (*env, *redistest.Sentinel, redis.UniversalClient) {
 	set := redistest.StartSentinel(t)
 	rdb, prefix := set.Client(t)
-	acked := durable.New(rdb, 1, 300*time.Millisecond)
+	// WAIT returns as soon as the replica acknowledges: the timeout only
+	// bounds a wait that fails. 300 ms was too short on a loaded machine
+	// (the enrolment before the failover answered 503 in a fresh-Debian run).
+	acked := durable.New(rdb, 1, time.Second)
 	e := newEnvWith(t, rdb, prefix, 2, func(eo *enrollment.Options, co *challenge.Options) {
 		eo.Durable, co.Durable = acked, acked
 	})
