@@ -252,6 +252,25 @@ func (st *Sentinel) CurrentMaster(ctx context.Context) (string, error) {
 	return "", fmt.Errorf("no sentinel knows the master")
 }
 
+// agreedMaster reports the master's address when every sentinel names the
+// same one.
+func (st *Sentinel) agreedMaster() (string, bool) {
+	addr := ""
+	for _, s := range st.Sentinels {
+		out, err := s.cli("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SentinelMaster)
+		f := strings.Fields(out)
+		if err != nil || len(f) != 2 {
+			return "", false
+		}
+		a := net.JoinHostPort(f[0], f[1])
+		if addr != "" && a != addr {
+			return "", false
+		}
+		addr = a
+	}
+	return addr, addr != ""
+}
+
 // cli runs redis-cli against the server and returns its output.
 func (s *Server) cli(args ...string) (string, error) {
 	out, err := exec.Command("redis-cli", append([]string{"-p", strconv.Itoa(s.port)}, args...)...).CombinedOutput()
@@ -293,11 +312,23 @@ func freeClusterPort(t testing.TB) int {
 // it would hold that role, empty, until Sentinel demotes it, and a Sentinel
 // that has not yet settled the failover may even pick it again: every write
 // since would be lost, a test's data included.
+//
+// It waits first until every sentinel names the new master: a client asks
+// one sentinel for the master at each dial (go-redis does), and one that
+// still named the old address would send it to the restarted node, whose
+// empty data it would read (a replica answers reads).
 func (st *Sentinel) RestartOldMaster(ctx context.Context) {
 	st.t.Helper()
-	addr, err := st.CurrentMaster(ctx)
-	if err != nil {
-		st.t.Fatalf("current master: %v", err)
+	old := st.Master.Addr()
+	addr := ""
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if a, agreed := st.agreedMaster(); agreed && a != old {
+			addr = a
+			break
+		}
+		if time.Now().After(deadline) {
+			st.t.Fatalf("the sentinels did not all name a new master within 30 s")
+		}
 	}
 	host, port, _ := strings.Cut(addr, ":")
 	saved := st.Master.args
