@@ -35,7 +35,7 @@ func TestLoginCost(t *testing.T) {
 		name            string
 		directory       bool
 		trips, commands float64
-	}{{"without-directory", false, 4, 32}, {"with-directory", true, 5, 33}} {
+	}{{"without-directory", false, 4, 28}, {"with-directory", true, 5, 29}} {
 		t.Run(tc.name, func(t *testing.T) {
 			rt, commands := loginCost(t, tc.directory)
 			if rt > tc.trips {

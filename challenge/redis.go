@@ -188,12 +188,16 @@ const afterDecisionLua = `
 local function after_decision(logins, stream, chl, status, reason, denialsMax, blockMs, entry, fraud, minid, ttl,
     endUntil, now, keep)
   if redis.call('HSETNX', logins, 'e:' .. chl, endUntil) == 0 then return 'again' end
-  redis.call('HDEL', logins, 'p:' .. chl)
   audit_append(stream, entry, minid, ttl)
-  local res = 'ok'
   if status == 'approved' then
-    redis.call('HDEL', logins, 'denials')
-  elseif reason == 'fraud' then
+    -- Fields removed: the hash was there before this script, with the TTL
+    -- that every writer of it sets (longer than the end mark's life).
+    if redis.call('HDEL', logins, 'p:' .. chl, 'denials') == 0 then redis.call('PEXPIRE', logins, keep) end
+    return 'ok'
+  end
+  redis.call('HDEL', logins, 'p:' .. chl)
+  local res = 'ok'
+  if reason == 'fraud' then
     audit_append(stream, fraud, minid, ttl)
     redis.call('HSET', logins, 'block', (now + tonumber(blockMs)) .. '|fraud')
     redis.call('HDEL', logins, 'denials')
@@ -229,24 +233,28 @@ return after_decision(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV
 `)
 
 // decideOnceScript is a decision in one step, for a login on its
-// practitioner's slot: decideScript's checks and record, then
+// practitioner's slot: the request proof's step first when it is given
+// (deviceindex.ProofLua), decideScript's checks and record, then
 // after_decision, and the result made readable (audited = 1) unless it
 // is a Keycloak login and a hook takes those (ARGV[19] = 1): then
 // Respond queues the callback before it marks it readable.
-// KEYS: auth, logins, audit, and the request proof's jti when the proof's
-// step ran just before in the same pipeline (enrollment.Proof.Queue).
+// KEYS: auth, logins, audit, and, with a proof, its four keys
+// (proof_accept's: devices, jti, active devices, last uses).
 // ARGV: subject, device_id, now_ms, nonce, decision, number, uv,
 // sha256(decision JWS), challenge_id, denials before block, block ms,
 // entry if approved, entry if denied, fraud entry (or empty) — their
 // client_id is "@client_id@", put in here —, minid, audit ttl, kept after
-// end ms, logins keep ms, keycloak hook (1|0), the proof's
-// op (the jti holds it when the proof was accepted).
-// Returns {proof} (the proof was refused: nothing done) | {notfound} |
+// end ms, logins keep ms, keycloak hook (1|0), and, with a proof, its four
+// arguments.
+// Returns {proof, why} (the proof was refused: nothing done) | {notfound} |
 // {conflict} | {gone} | {badnonce} |
 // {approved|denied, reason, client_id, kind, expires_ms, ok|blocked|again,
 // audited}. The same decision sent again answers as the first did.
-var decideOnceScript = redis.NewScript(auditLua + afterDecisionLua + `
-if KEYS[4] and redis.call('GET', KEYS[4]) ~= ARGV[20] then return {'proof'} end
+var decideOnceScript = redis.NewScript(auditLua + afterDecisionLua + indexLua + deviceindex.ProofLua + `
+if KEYS[4] then
+  local proof = proof_accept(KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[20], ARGV[21], ARGV[22], ARGV[23])
+  if proof ~= 'ok' then return {'proof', proof} end
+end
 local h = redis.call('HMGET', KEYS[1], 'kind', 'subject', 'status', 'expires_ms', 'nonce', 'number', 'client_id',
   'decision_sha', 'device_id', 'reason', 'audited')
 if not h[1] or h[2] ~= ARGV[1] then return {'notfound'} end

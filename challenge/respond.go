@@ -42,14 +42,14 @@ const clientPlaceholder = "@client_id@"
 
 // ProofCheck is the request proof of the phone's call, verified in memory,
 // whose Redis step is left to Respond (enrollment.Proof): on the login's
-// one-script path it rides on the decision's round trip.
+// one-script path, the decision's script runs it first
+// (deviceindex.ProofLua), one script call for both.
 type ProofCheck interface {
-	// Queue puts the proof's step on p; Script is the script it runs.
-	Queue(ctx context.Context, p redis.Pipeliner)
-	Script() *redis.Script
-	// Accepted is what a script after it checks: GET key equals op.
-	Accepted() (key, op string)
-	// Result is its verdict once p ran; Check runs it alone.
+	// Step is proof_accept's four keys (on the practitioner's hash tag)
+	// and four arguments; Settle takes its reply once the script ran.
+	Step() (keys []string, args []any)
+	Settle(reply string, err error)
+	// Result is its verdict once it ran; Check runs it alone.
 	Result() error
 	Check(ctx context.Context, read func(p redis.Pipeliner, subject string)) error
 	Ran() bool
@@ -183,24 +183,29 @@ func (s *Service) decideOnce(ctx context.Context, d decision, proof ProofCheck) 
 	keys := []string{s.keys.auth(d.tag), s.keys.logins(d.dev.Subject), s.audit.SubjectStream(d.dev.Subject)}
 	args := []any{d.dev.Subject, d.dev.ID, d.now.UnixMilli(), d.nonce, d.verdict, d.number, d.uv, d.sha,
 		d.challengeID, s.opts.DenialsBeforeBlock, s.opts.BlockDuration.Milliseconds(), approved, denied, fraud,
-		minID, ttl, keepAfterEnd.Milliseconds(), s.loginsKeep().Milliseconds(), kcHook, ""}
-	used := []*redis.Script{decideOnceScript}
+		minID, ttl, keepAfterEnd.Milliseconds(), s.loginsKeep().Milliseconds(), kcHook}
 	if proof != nil {
-		jti, op := proof.Accepted()
-		keys, args[len(args)-1] = append(keys, jti), op
-		used = append(used, proof.Script())
+		pk, pa := proof.Step()
+		keys, args = append(keys, pk...), append(args, pa...)
 	}
 	// The wake-up follows the script in its pipeline (on a Cluster, once
 	// its reply is in): a refused decision wakes the waiters for nothing,
 	// and they wait on.
 	var cmd *redis.Cmd
-	err := s.hub.announce(ctx, d.tag, used, func(p redis.Pipeliner) {
-		if proof != nil {
-			proof.Queue(ctx, p)
-		}
+	err := s.hub.announce(ctx, d.tag, []*redis.Script{decideOnceScript}, func(p redis.Pipeliner) {
 		cmd = decideOnceScript.EvalSha(ctx, p, keys, args...)
 	})
+	if err == nil {
+		err = cmd.Err()
+	}
 	if proof != nil {
+		// The script's first step: {proof, why} when it refused, and
+		// nothing else was done.
+		reply := "ok"
+		if vals, _ := cmd.StringSlice(); len(vals) == 2 && vals[0] == "proof" {
+			reply = vals[1]
+		}
+		proof.Settle(reply, err)
 		if perr := proof.Result(); perr != nil {
 			return perr
 		}

@@ -65,3 +65,36 @@ local function device_index_ensure(devices, active)
   if redis.call('HEXISTS', active, '_v') == 0 then device_index_build(devices, active) end
 end
 `
+
+// ProofLua is a fragment for domain scripts, after Lua (it uses it). It
+// defines proof_accept(devices, jti, active, used, device_id, now, jti ttl
+// ms, op): the Redis step of a request proof verified in memory. It returns
+// unknown | suspended | revoked | replay | ok. An active device is found in
+// the active hash: no JSON is read. Only a device absent from it (not
+// active, or an active hash not built yet) reads its JSON to say why, or
+// builds the hash. The jti is recorded with the op of the request it
+// belongs to: the same step resent by go-redis (or run again by the
+// request's next script) finds its own op there, not a replay. On ok, the
+// device's last use is now.
+//
+// Package enrollment runs it alone (its touch script) or hands its keys and
+// arguments to the script of the request it guards, which runs it first:
+// the decision's (package challenge), one script call for both.
+const ProofLua = `
+local function proof_accept(devices, jti, active, used, device, now, ttl, op)
+  if redis.call('HEXISTS', active, device) == 0 then
+    local raw = redis.call('HGET', devices, device)
+    if not raw then return 'unknown' end
+    local status = cjson.decode(raw).status
+    if status ~= 'active' then
+      device_index_ensure(devices, active)
+      return status
+    end
+    device_index_build(devices, active) -- not built yet, or written by an older version
+  end
+  local seen = redis.call('SET', jti, op, 'NX', 'GET', 'PX', ttl)
+  if seen and seen ~= op then return 'replay' end
+  redis.call('HSET', used, device, now)
+  return 'ok'
+end
+`

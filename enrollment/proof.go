@@ -15,10 +15,10 @@ import (
 
 // This file checks the request proofs of the phone's calls: first in
 // memory (signature, claims, the device's immutable key, cached), then in
-// Redis (touchScript: the device is active, the jti unseen, its last use).
-// The Redis step rides on the request's own round trip when it can: the
-// reads of a list (AuthenticateRequest's read) or the decision's script
-// (Proof.Queue).
+// Redis (deviceindex.ProofLua: the device is active, the jti unseen, its
+// last use). The Redis step rides on the request's own round trip when it
+// can: with the reads of a list (AuthenticateRequest's read), or inside the
+// decision's own script (Proof.Step and Settle).
 
 // AuthenticateRequest verifies the request proof of a /api/v1/device/ call
 // and returns the active device that signed it: its DeviceID, Subject,
@@ -44,19 +44,21 @@ func (s *Service) AuthenticateRequest(ctx context.Context, compact string, req d
 }
 
 // Proof is a request proof verified in memory whose Redis step is still to
-// run: Check runs it, or Queue puts it on a caller's pipeline before the
-// caller's own script, which then tells by Accepted whether it passed.
+// run: Check runs it, or a caller's script runs it first (Step, then
+// Settle with the step's reply): the request's own script, one call for
+// both.
 type Proof struct {
 	// Device is the device that signed: DeviceID, Subject, Status
 	// (active) and LastUsedAt (now), once the proof is accepted.
 	Device Device
 
-	rdb    redis.UniversalClient
-	keys   []string
-	args   []any
-	jtiKey string
-	op     string
-	cmd    *redis.Cmd
+	rdb   redis.UniversalClient
+	keys  []string
+	args  []any
+	cmd   *redis.Cmd
+	reply string // from a caller's script (Settle)
+	err   error
+	ran   bool
 }
 
 // VerifyRequest verifies a request proof in memory: its shape, the key of
@@ -89,8 +91,6 @@ func (s *Service) VerifyRequest(ctx context.Context, compact string, req devicep
 		rdb:    s.rdb,
 		keys:   []string{s.keys.devices(ptr.Subject), jti, s.keys.active(ptr.Subject), s.keys.used(ptr.Subject)},
 		args:   []any{tok.KeyID, now.Format(time.RFC3339), (2 * s.opts.ProofMaxSkew).Milliseconds(), op},
-		jtiKey: jti,
-		op:     op,
 	}, nil
 }
 
@@ -98,45 +98,52 @@ func (s *Service) VerifyRequest(ctx context.Context, compact string, req devicep
 // own reads of the practitioner, see AuthenticateRequest) on its pipeline.
 func (pr *Proof) Check(ctx context.Context, read func(p redis.Pipeliner, subject string)) error {
 	err := scripts.Exec(ctx, pr.rdb, []*redis.Script{touchScript}, func(p redis.Pipeliner) {
-		pr.Queue(ctx, p)
+		pr.cmd = touchScript.EvalSha(ctx, p, pr.keys, pr.args...)
 		if read != nil {
 			read(p, pr.Device.Subject)
 		}
 	})
+	pr.ran = true
 	if err != nil {
-		return fmt.Errorf("device proof: %w", err)
+		pr.err = fmt.Errorf("device proof: %w", err)
+		return pr.err
+	}
+	pr.reply, pr.err = pr.cmd.Text()
+	if pr.err != nil {
+		pr.err = fmt.Errorf("device proof: %w", pr.err)
 	}
 	return pr.Result()
 }
 
-// Queue puts the proof's Redis step on p, on the practitioner's hash tag.
-// Run p with Script among the scripts it loads (scripts.Exec).
-func (pr *Proof) Queue(ctx context.Context, p redis.Pipeliner) {
-	pr.cmd = touchScript.EvalSha(ctx, p, pr.keys, pr.args...)
+// Step is what a caller's script needs to run the proof's step itself
+// (deviceindex.ProofLua's proof_accept): its four keys, on the
+// practitioner's hash tag, and its four arguments, in proof_accept's order.
+// The script runs it before anything else and stops unless it says ok.
+func (pr *Proof) Step() (keys []string, args []any) { return pr.keys, pr.args }
+
+// Settle records the reply of the step run by a caller's script
+// (proof_accept's), or the error that kept the script from answering.
+func (pr *Proof) Settle(reply string, err error) {
+	pr.ran, pr.reply, pr.err = true, reply, err
+	if err != nil {
+		pr.err = fmt.Errorf("device proof: %w", err)
+	}
 }
 
-// Script is the script that Queue runs.
-func (pr *Proof) Script() *redis.Script { return touchScript }
+// Ran reports whether the Redis step ran, alone (Check) or in a caller's
+// script (Settle).
+func (pr *Proof) Ran() bool { return pr.ran }
 
-// Ran reports whether the Redis step was queued.
-func (pr *Proof) Ran() bool { return pr.cmd != nil }
-
-// Accepted is what a script run after Queue in the same pipeline checks to
-// know that the proof passed: GET key equals op (the jti is recorded with
-// this request's op only when the device is active and the jti unseen).
-func (pr *Proof) Accepted() (key, op string) { return pr.jtiKey, pr.op }
-
-// Result is the verdict of the queued step, once its pipeline ran: nil, a
-// *deviceproof.Error, or a storage error.
+// Result is the step's verdict once it ran: nil, a *deviceproof.Error, or
+// a storage error.
 func (pr *Proof) Result() error {
-	if pr.cmd == nil {
+	if !pr.ran {
 		return errors.New("device proof: not checked")
 	}
-	res, err := pr.cmd.Text()
-	if err != nil {
-		return fmt.Errorf("device proof: %w", err)
+	if pr.err != nil {
+		return pr.err
 	}
-	switch res {
+	switch pr.reply {
 	case "ok":
 		return nil
 	case "unknown":
@@ -148,5 +155,5 @@ func (pr *Proof) Result() error {
 	case "replay":
 		return &deviceproof.Error{Reason: deviceproof.ReasonReplay}
 	}
-	return fmt.Errorf("device proof: unexpected reply %q", res)
+	return fmt.Errorf("device proof: unexpected reply %q", pr.reply)
 }

@@ -157,30 +157,12 @@ audit_append(KEYS[2], ARGV[3], ARGV[4], ARGV[5])
 return answer('changed', raw)
 `)
 
-// touchScript accepts a verified request proof: KEYS[1] devices, KEYS[2] jti,
-// KEYS[3] active devices, KEYS[4] last uses.
+// touchScript accepts a verified request proof (deviceindex.ProofLua):
+// KEYS[1] devices, KEYS[2] jti, KEYS[3] active devices, KEYS[4] last uses.
 // ARGV: device_id, now (RFC 3339), jti ttl ms, op.
-// Returns unknown | suspended | revoked | replay | ok. An active device is
-// found in the active hash: no JSON is read. Only a device absent from it
-// (not active, or an active hash not built yet) reads its JSON to say why,
-// or builds the hash. The jti is recorded with the op of the request it
-// belongs to: the same script resent by go-redis finds its own op there, not
-// a replay.
-var touchScript = redis.NewScript(indexLua + `
-if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then
-  local raw = redis.call('HGET', KEYS[1], ARGV[1])
-  if not raw then return 'unknown' end
-  local status = cjson.decode(raw).status
-  if status ~= 'active' then
-    device_index_ensure(KEYS[1], KEYS[3])
-    return status
-  end
-  device_index_build(KEYS[1], KEYS[3]) -- not built yet, or written by an older version
-end
-local seen = redis.call('SET', KEYS[2], ARGV[4], 'NX', 'GET', 'PX', ARGV[3])
-if seen and seen ~= ARGV[4] then return 'replay' end
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
-return 'ok'
+// Returns unknown | suspended | revoked | replay | ok.
+var touchScript = redis.NewScript(indexLua + deviceindex.ProofLua + `
+return proof_accept(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 `)
 
 // setPushTokenScript: KEYS[1] devices, KEYS[2] active devices; ARGV
