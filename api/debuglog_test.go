@@ -2,6 +2,7 @@ package api
 
 import (
 	"io"
+	"log/slog"
 	"os"
 )
 
@@ -12,4 +13,13 @@ func debugLog() io.Writer {
 		return os.Stderr
 	}
 	return io.Discard
+}
+
+// apiLogger is a replica's API logger: to w at info level when the test
+// reads its lines, else debugLog's.
+func apiLogger(w io.Writer) *slog.Logger {
+	if w != nil {
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.NewJSONHandler(debugLog(), nil))
 }

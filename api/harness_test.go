@@ -70,6 +70,7 @@ type env struct {
 	sender   push.Sender // when set, new replicas push through it instead of pushes
 	dir      Directory   // when set, new replicas' desk route reads it
 	kc       *kcSetup    // when set, replicas run the Keycloak channel (keycloak_test.go)
+	log      io.Writer   // when set, new replicas' API server logs there, at info level
 	replicas []*replica
 }
 
@@ -149,7 +150,7 @@ func (e *env) newReplica() *replica {
 	}
 	challenges := challenge.New(e.rdb, log, sender, enrol, hub, chOpts)
 	srv, err := New(Options{
-		Logger: slog.New(slog.NewJSONHandler(debugLog(), nil)),
+		Logger: apiLogger(e.log),
 		Clients: []Client{
 			{ID: "idp", Name: "Test IdP", SecretSHA256: sum(testClientSecret), Scopes: []string{"authentication"},
 				RedirectURIs: []string{"https://idp.test/cb"}},

@@ -120,6 +120,13 @@ func (l *Log) ScriptArgs(e Entry) (entryJSON, minID string, ttlSeconds int64) {
 	return string(b), l.minID(e.Time), int64(l.retention / time.Second)
 }
 
+// Retention returns what AppendLua's audit_append needs besides an entry
+// written at now: the MINID that applies the retention and the stream's TTL
+// in seconds (ScriptArgs without an entry to encode).
+func (l *Log) Retention(now time.Time) (minID string, ttlSeconds int64) {
+	return l.minID(now), int64(l.retention / time.Second)
+}
+
 func (l *Log) minID(now time.Time) string {
 	return strconv.FormatInt(now.Add(-l.retention).UnixMilli(), 10)
 }

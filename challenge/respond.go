@@ -175,7 +175,7 @@ func (s *Service) entries(d decision, clientID string) (approved, denied, fraud 
 // only if it passed.
 func (s *Service) decideOnce(ctx context.Context, d decision, proof ProofCheck) error {
 	approved, denied, fraud := s.entries(d, clientPlaceholder)
-	_, minID, ttl := s.audit.ScriptArgs(audit.Entry{Time: d.now.Truncate(time.Second)})
+	minID, ttl := s.audit.Retention(d.now.Truncate(time.Second))
 	kcHook := "0"
 	if s.opts.OnKeycloakDecision != nil {
 		kcHook = "1"
@@ -277,7 +277,7 @@ func (s *Service) decideInSteps(ctx context.Context, d decision) error {
 	if status == "approved" {
 		entry = approved
 	}
-	_, minID, ttl := s.audit.ScriptArgs(audit.Entry{Time: d.now.Truncate(time.Second)})
+	minID, ttl := s.audit.Retention(d.now.Truncate(time.Second))
 	// With redis.min_replicas_ack, each step is answered only once replicas
 	// have it: an acknowledged decision survives its master's failover.
 	var done string
