@@ -195,17 +195,15 @@ func (s *Service) decideOnce(ctx context.Context, d decision, proof ProofCheck) 
 	err := s.hub.announce(ctx, d.tag, []*redis.Script{decideOnceScript}, func(p redis.Pipeliner) {
 		cmd = decideOnceScript.EvalSha(ctx, p, keys, args...)
 	})
-	if err == nil {
-		err = cmd.Err()
-	}
 	if proof != nil {
 		// The script's first step: {proof, why} when it refused, and
-		// nothing else was done.
-		reply := "ok"
+		// nothing else was done. A script that did not answer leaves the
+		// proof's verdict unknown: a storage error.
+		reply, serr := "ok", cmd.Err()
 		if vals, _ := cmd.StringSlice(); len(vals) == 2 && vals[0] == "proof" {
 			reply = vals[1]
 		}
-		proof.Settle(reply, err)
+		proof.Settle(reply, serr)
 		if perr := proof.Result(); perr != nil {
 			return perr
 		}
