@@ -199,7 +199,11 @@ func TestDurableDecisionSurvivesFailover(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	// The killed master comes back (empty) as the new master's replica:
-	// the delivering poll waits for a replica too.
+	// the delivering poll waits for a replica too. It comes back once
+	// every sentinel knows the new master: one that did not would send a
+	// new connection of the client to it, whose empty data says
+	// invalid_grant (1 run in 5 before this wait).
+	set.AwaitAgreedMaster()
 	set.RestartOldMaster(context.Background())
 	var r response
 	deadline = time.Now().Add(40 * time.Second)

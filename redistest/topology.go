@@ -252,6 +252,21 @@ func (st *Sentinel) CurrentMaster(ctx context.Context) (string, error) {
 	return "", fmt.Errorf("no sentinel knows the master")
 }
 
+// AwaitAgreedMaster waits until every sentinel names the same master,
+// other than the killed one (up to 30 s).
+func (st *Sentinel) AwaitAgreedMaster() {
+	st.t.Helper()
+	old := st.Master.Addr()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if a, agreed := st.agreedMaster(); agreed && a != old {
+			return
+		}
+		if time.Now().After(deadline) {
+			st.t.Fatalf("the sentinels did not all name a new master within 30 s")
+		}
+	}
+}
+
 // agreedMaster reports the master's address when every sentinel names the
 // same one.
 func (st *Sentinel) agreedMaster() (string, bool) {
@@ -313,22 +328,15 @@ func freeClusterPort(t testing.TB) int {
 // that has not yet settled the failover may even pick it again: every write
 // since would be lost, a test's data included.
 //
-// It waits first until every sentinel names the new master: a client asks
-// one sentinel for the master at each dial (go-redis does), and one that
-// still named the old address would send it to the restarted node, whose
-// empty data it would read (a replica answers reads).
+// A client may still be sent to it by a sentinel that has not yet learned
+// of the failover (go-redis asks one sentinel at each dial), and read its
+// empty data (a replica answers reads): a test that must not see that
+// calls AwaitAgreedMaster first.
 func (st *Sentinel) RestartOldMaster(ctx context.Context) {
 	st.t.Helper()
-	old := st.Master.Addr()
-	addr := ""
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if a, agreed := st.agreedMaster(); agreed && a != old {
-			addr = a
-			break
-		}
-		if time.Now().After(deadline) {
-			st.t.Fatalf("the sentinels did not all name a new master within 30 s")
-		}
+	addr, err := st.CurrentMaster(ctx)
+	if err != nil {
+		st.t.Fatalf("current master: %v", err)
 	}
 	host, port, _ := strings.Cut(addr, ":")
 	saved := st.Master.args
