@@ -172,11 +172,15 @@ func StartSentinel(t testing.TB) *Sentinel {
 	t.Helper()
 	need(t, "redis-server", "redis-cli")
 	st := &Sentinel{t: t}
-	st.Master = &Server{t: t, port: FreePort(t), dir: t.TempDir()}
+	// A replica's full sync starts at once (Redis waits 5 s by default for
+	// more replicas): a node restarted after a failover (RestartOldMaster)
+	// holds the data within milliseconds, not seconds during which a second
+	// failover under load could promote it empty.
+	st.Master = &Server{t: t, port: FreePort(t), dir: t.TempDir(), args: []string{"--repl-diskless-sync-delay", "0"}}
 	st.Master.Restart()
 	t.Cleanup(st.Master.Stop)
 	st.Replica = &Server{t: t, port: FreePort(t), dir: t.TempDir(),
-		args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(st.Master.port)}}
+		args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(st.Master.port), "--repl-diskless-sync-delay", "0"}}
 	st.Replica.Restart()
 	t.Cleanup(st.Replica.Stop)
 	for i := 0; i < 3; i++ {
@@ -340,7 +344,10 @@ func (st *Sentinel) RestartOldMaster(ctx context.Context) {
 	}
 	host, port, _ := strings.Cut(addr, ":")
 	saved := st.Master.args
-	st.Master.args = append(append([]string{}, saved...), "--replicaof", host, port)
+	// Until it has synced, it answers reads with MASTERDOWN (go-redis
+	// retries it), not with its empty data, to a client a stale sentinel
+	// sends to it.
+	st.Master.args = append(append([]string{}, saved...), "--replicaof", host, port, "--replica-serve-stale-data", "no")
 	st.Master.Restart()
 	st.Master.args = saved
 }
