@@ -333,9 +333,10 @@ func freeClusterPort(t testing.TB) int {
 // since would be lost, a test's data included.
 //
 // A client may still be sent to it by a sentinel that has not yet learned
-// of the failover (go-redis asks one sentinel at each dial), and read its
-// empty data (a replica answers reads): a test that must not see that
-// calls AwaitAgreedMaster first.
+// of the failover (go-redis asks one sentinel at each dial): until its full
+// sync it answers MASTERDOWN (replica-serve-stale-data no), then reads from
+// its copy and READONLY to writes, both retried by go-redis. A test that
+// must not meet it calls AwaitAgreedMaster first.
 func (st *Sentinel) RestartOldMaster(ctx context.Context) {
 	st.t.Helper()
 	addr, err := st.CurrentMaster(ctx)
