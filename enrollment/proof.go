@@ -55,8 +55,7 @@ type Proof struct {
 	rdb   redis.UniversalClient
 	keys  []string
 	args  []any
-	cmd   *redis.Cmd
-	reply string // from a caller's script (Settle)
+	reply string // the step's reply (Check, or a caller's script: Settle)
 	err   error
 	ran   bool
 }
@@ -97,20 +96,17 @@ func (s *Service) VerifyRequest(ctx context.Context, compact string, req devicep
 // Check runs the proof's Redis step, with read's commands (the request's
 // own reads of the practitioner, see AuthenticateRequest) on its pipeline.
 func (pr *Proof) Check(ctx context.Context, read func(p redis.Pipeliner, subject string)) error {
+	var cmd *redis.Cmd
 	err := scripts.Exec(ctx, pr.rdb, []*redis.Script{touchScript}, func(p redis.Pipeliner) {
-		pr.cmd = touchScript.EvalSha(ctx, p, pr.keys, pr.args...)
+		cmd = touchScript.EvalSha(ctx, p, pr.keys, pr.args...)
 		if read != nil {
 			read(p, pr.Device.Subject)
 		}
 	})
-	pr.ran = true
 	if err != nil {
-		pr.err = fmt.Errorf("device proof: %w", err)
-		return pr.err
-	}
-	pr.reply, pr.err = pr.cmd.Text()
-	if pr.err != nil {
-		pr.err = fmt.Errorf("device proof: %w", pr.err)
+		pr.Settle("", err)
+	} else {
+		pr.Settle(cmd.Text())
 	}
 	return pr.Result()
 }

@@ -245,15 +245,21 @@ func (st *Sentinel) Client(t testing.TB) (*redis.Client, string) {
 // CurrentMaster asks a sentinel for the master's address.
 func (st *Sentinel) CurrentMaster(ctx context.Context) (string, error) {
 	for _, s := range st.Sentinels {
-		out, err := s.cli("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SentinelMaster)
-		if err == nil {
-			f := strings.Fields(out)
-			if len(f) == 2 {
-				return net.JoinHostPort(f[0], f[1]), nil
-			}
+		if addr, err := s.masterAddr(); err == nil {
+			return addr, nil
 		}
 	}
 	return "", fmt.Errorf("no sentinel knows the master")
+}
+
+// masterAddr asks the sentinel s for the master's address.
+func (s *Server) masterAddr() (string, error) {
+	out, err := s.cli("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SentinelMaster)
+	f := strings.Fields(out)
+	if err != nil || len(f) != 2 {
+		return "", fmt.Errorf("sentinel %s: no master address (%v): %q", s.Addr(), err, out)
+	}
+	return net.JoinHostPort(f[0], f[1]), nil
 }
 
 // AwaitAgreedMaster waits until every sentinel names the same master,
@@ -276,13 +282,8 @@ func (st *Sentinel) AwaitAgreedMaster() {
 func (st *Sentinel) agreedMaster() (string, bool) {
 	addr := ""
 	for _, s := range st.Sentinels {
-		out, err := s.cli("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SentinelMaster)
-		f := strings.Fields(out)
-		if err != nil || len(f) != 2 {
-			return "", false
-		}
-		a := net.JoinHostPort(f[0], f[1])
-		if addr != "" && a != addr {
+		a, err := s.masterAddr()
+		if err != nil || (addr != "" && a != addr) {
 			return "", false
 		}
 		addr = a
